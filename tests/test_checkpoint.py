@@ -1,0 +1,232 @@
+"""Hugging Face checkpoint folders: a real published checkpoint, round trips, and refusals."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from conftest import minilm_dir
+from safetensors.torch import load_file, save_file
+
+from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+from minibert.checkpoint import CheckpointError, read_weights
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(vocab_size=90, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=40, max_position_embeddings=32)
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "BERT models read text in both directions at once.",
+    "Mixed text: 三国时期的诸葛亮 was a strategist.",
+    "Short",
+    "Café naïve résumé, it's 2026!",
+]
+
+
+def ids_batch(vocab_size=90, B=3, T=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, 5:] = 0
+    return ids, mask
+
+
+def test_minilm_hidden_states_match_transformers():
+    folder = minilm_dir()
+    ref = transformers.AutoModel.from_pretrained(folder).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    ours = BertModel.from_pretrained(folder).eval()
+    enc = tok(SENTENCES, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        r = ref(**enc).last_hidden_state
+        h = ours(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+    real = enc["attention_mask"].bool()
+    torch.testing.assert_close(h[real], r[real], atol=1e-4, rtol=0)
+
+
+def test_minilm_loads_into_task_models_with_new_heads():
+    folder = minilm_dir()
+    with pytest.warns(UserWarning, match="newly initialised.*classifier"):
+        clf = BertForSequenceClassification.from_pretrained(folder, num_labels=3)
+    assert clf.classifier.out_features == 3
+    with pytest.warns(UserWarning, match="newly initialised.*head"):
+        BertForMaskedLM.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("cls_name", ["BertForMaskedLM", "BertForSequenceClassification", "BertModel"])
+def test_minibert_save_transformers_load(tmp_path, cls_name):
+    torch.manual_seed(0)
+    cfg = BertConfig(**TINY, num_labels=3, id2label={0: "a", 1: "b", 2: "c"})
+    ours = {"BertForMaskedLM": BertForMaskedLM, "BertForSequenceClassification": BertForSequenceClassification,
+            "BertModel": BertModel}[cls_name](cfg).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ours.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["architectures"] == [cls_name] and saved["model_type"] == "bert"
+    auto = {"BertForMaskedLM": transformers.AutoModelForMaskedLM,
+            "BertForSequenceClassification": transformers.AutoModelForSequenceClassification,
+            "BertModel": transformers.AutoModel}[cls_name]
+    ref, info = auto.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"], info
+    assert not info["unexpected_keys"] and not info["mismatched_keys"], info
+    ref.eval()
+    ids, mask = ids_batch()
+    with torch.no_grad():
+        r = ref(input_ids=ids, attention_mask=mask)
+        o = ours(ids, mask)
+    if cls_name == "BertModel":
+        torch.testing.assert_close(o, r.last_hidden_state, atol=1e-5, rtol=0)
+    else:
+        torch.testing.assert_close(o.logits, r.logits, atol=1e-5, rtol=0)
+    if cls_name == "BertForSequenceClassification":
+        assert ref.config.id2label == {0: "a", 1: "b", 2: "c"}
+
+
+def test_transformers_save_minibert_load_and_back(tmp_path):
+    torch.manual_seed(0)
+    ref = transformers.BertForMaskedLM(transformers.BertConfig(**TINY)).eval()
+    ref.save_pretrained(tmp_path / "hf")
+    ours = BertForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    ours.save_pretrained(tmp_path / "again")
+    back = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "again").eval()
+    ids, mask = ids_batch()
+    with torch.no_grad():
+        a, b, c = ref(input_ids=ids, attention_mask=mask).logits, ours(ids, mask).logits, back(
+            input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+    torch.testing.assert_close(c, a, atol=1e-5, rtol=0)
+
+
+def _mlm_folder(tmp_path, seed=0):
+    torch.manual_seed(seed)
+    model = BertForMaskedLM(BertConfig(**TINY)).eval()
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def _logits(model):
+    ids, mask = ids_batch()
+    with torch.no_grad():
+        return model(ids, mask).logits
+
+
+def test_legacy_gamma_beta_and_prefixless_keys(tmp_path):
+    model = _mlm_folder(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    legacy = {}
+    for k, v in state.items():
+        k = k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
+        legacy[k] = v
+    legacy["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]
+    legacy["bert.embeddings.position_ids"] = torch.arange(32)[None]
+    legacy["cls.seq_relationship.weight"] = torch.zeros(2, 32)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(legacy, tmp_path / "pytorch_model.bin")
+    loaded = BertForMaskedLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(_logits(loaded), _logits(model))
+    # the encoder alone, saved without the `bert.` prefix, loads into a bare model
+    bare = {k.removeprefix("bert."): v for k, v in state.items() if k.startswith("bert.")}
+    (tmp_path / "pytorch_model.bin").unlink()
+    save_file(bare, tmp_path / "model.safetensors")
+    with pytest.warns(UserWarning, match="pooler"):  # an MLM checkpoint has no pooler
+        enc = BertModel.from_pretrained(tmp_path).eval()
+    ids, mask = ids_batch()
+    with torch.no_grad():
+        torch.testing.assert_close(enc(ids, mask), model.bert(ids, mask))
+
+
+def test_sharded_safetensors(tmp_path):
+    model = _mlm_folder(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    keys = sorted(state)
+    half = len(keys) // 2
+    shards = {"model-00001-of-00002.safetensors": keys[:half], "model-00002-of-00002.safetensors": keys[half:]}
+    weight_map = {}
+    for name, ks in shards.items():
+        save_file({k: state[k] for k in ks}, tmp_path / name)
+        weight_map.update({k: name for k in ks})
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    torch.testing.assert_close(_logits(BertForMaskedLM.from_pretrained(tmp_path).eval()), _logits(model))
+
+
+def test_wrong_shape_names_the_key(tmp_path):
+    _mlm_folder(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state["bert.encoder.layer.1.intermediate.dense.weight"] = torch.zeros(41, 32)
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"bert\.encoder\.layer\.1\.intermediate\.dense\.weight.*\(41, 32\)"):
+        BertForMaskedLM.from_pretrained(tmp_path)
+
+
+def test_stray_key_is_reported(tmp_path):
+    _mlm_folder(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    state["bert.encoder.layer.0.attention.self.rotary.weight"] = torch.zeros(3)
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"unexpected key 'bert\.encoder\.layer\.0\.attention\.self\.rotary"):
+        BertForMaskedLM.from_pretrained(tmp_path)
+
+
+def test_missing_encoder_weight_is_an_error(tmp_path):
+    _mlm_folder(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    del state["bert.encoder.layer.1.output.dense.bias"]
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"missing weight bert\.encoder\.layer\.1\.output\.dense\.bias"):
+        BertForMaskedLM.from_pretrained(tmp_path)
+
+
+class NotATensor:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_bin_with_pickled_code_is_refused(tmp_path, capsys):
+    _mlm_folder(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save({"bert.embeddings.word_embeddings.weight": NotATensor()}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="refused to load"):
+        read_weights(tmp_path)
+    assert "must never run" not in capsys.readouterr().out
+
+
+def test_missing_files_and_bad_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        BertForMaskedLM.from_pretrained(tmp_path / "nope")
+    tmp_path.joinpath("m").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        BertForMaskedLM.from_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text('{"hidden_size": 32,\n "vocab_size": }')
+    with pytest.raises(ValueError, match=r"config.json:2: config is not valid JSON"):
+        BertForMaskedLM.from_pretrained(tmp_path / "m")
+    BertConfig(**TINY).to_json(tmp_path / "m" / "config.json")
+    with pytest.raises(CheckpointError, match="no weights found"):
+        BertForMaskedLM.from_pretrained(tmp_path / "m")
+
+
+def test_config_json_round_trip_keeps_unknown_keys(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**TINY, "gradient_checkpointing": False, "id2label": {"0": "neg", "1": "pos"}}))
+    cfg = BertConfig.from_json(path)
+    assert cfg.id2label == {0: "neg", 1: "pos"} and cfg.label2id == {"neg": 0, "pos": 1} and cfg.num_labels == 2
+    cfg.to_json(tmp_path / "again.json")
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["gradient_checkpointing"] is False and again["id2label"] == {"0": "neg", "1": "pos"}
+
+
+def test_fp16_save_loads_as_fp32(tmp_path):
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(**TINY)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.save_pretrained(tmp_path, dtype=torch.float16)
+        loaded = BertForMaskedLM.from_pretrained(tmp_path)
+    assert load_file(tmp_path / "model.safetensors")["cls.predictions.bias"].dtype == torch.float16
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    torch.testing.assert_close(_logits(loaded.eval()), _logits(model), atol=2e-2, rtol=0)

@@ -1,0 +1,208 @@
+"""Numerical parity with transformers on random tiny models, and the model's own contracts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+from minibert.checkpoint import state_to_hf
+from minibert.model import flops_per_token, masked_lm_loss, num_parameters
+
+transformers = pytest.importorskip("transformers")
+
+TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=48, max_position_embeddings=40, type_vocab_size=2)
+
+
+def hf_tiny(cls_name: str, seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(**TINY, **kw)
+    model = getattr(transformers, cls_name)(cfg).eval()
+    # Random init leaves LayerNorms at identity and biases at zero; perturb them so the
+    # comparison exercises every parameter, not just the matrices.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def batch(seed: int = 1, B: int = 3, T: int = 11):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, TINY["vocab_size"], (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, 7:] = 0  # padding in the batch
+    mask[2, 3:] = 0
+    ids[mask == 0] = 0
+    types = torch.zeros(B, T, dtype=torch.long)
+    types[0, 6:] = 1
+    return ids, mask, types
+
+
+def save_hf(model, folder, fmt: str):
+    if fmt == "safetensors":
+        model.save_pretrained(folder)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        model.config.save_pretrained(folder)
+        torch.save(model.state_dict(), folder / "pytorch_model.bin")
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_masked_lm_parity(tmp_path, fmt):
+    ref = hf_tiny("BertForMaskedLM")
+    save_hf(ref, tmp_path, fmt)
+    ours = BertForMaskedLM.from_pretrained(tmp_path).eval()
+    ids, mask, types = batch()
+    labels = torch.full_like(ids, -100)
+    labels[0, [1, 4, 9]] = ids[0, [1, 4, 9]]
+    labels[1, 2] = 7
+    with torch.no_grad():
+        r = ref(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels,
+                output_hidden_states=True)
+        hidden = ours.bert(ids, mask, types)
+        dense = ours(ids, mask, types)
+        sparse = ours(ids, mask, types, labels=labels)
+    torch.testing.assert_close(hidden, r.hidden_states[-1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(dense.logits, r.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sparse.loss, r.loss, atol=1e-5, rtol=0)
+    torch.testing.assert_close(sparse.logits, r.logits[labels != -100], atol=1e-5, rtol=0)
+    assert int(sparse.n_targets) == 4
+
+
+def test_masked_lm_gradients_match(tmp_path):
+    ref = hf_tiny("BertForMaskedLM", seed=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    ref.save_pretrained(tmp_path)
+    ours = BertForMaskedLM.from_pretrained(tmp_path)
+    ref.train()
+    ours.train()
+    ids, mask, types = batch(seed=4)
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(5)) < 0.3, ids, -100)
+    labels[mask == 0] = -100
+    ref(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels).loss.backward()
+    ours(ids, mask, types, labels=labels).loss.backward()
+    ref_grads = {k: p.grad for k, p in ref.named_parameters()}
+    our_grads = state_to_hf({n: p.grad for n, p in ours.named_parameters()})
+    checked = 0
+    for name, g in our_grads.items():
+        if name not in ref_grads:  # HF's tied decoder.weight has no separate grad entry
+            continue
+        torch.testing.assert_close(g, ref_grads[name], rtol=1e-4, atol=1e-7, msg=name)
+        checked += 1
+    assert checked == len(our_grads)
+
+
+@pytest.mark.parametrize("num_labels", [3, 1])
+def test_sequence_classification_parity(tmp_path, num_labels):
+    ref = hf_tiny("BertForSequenceClassification", num_labels=num_labels)
+    ref.save_pretrained(tmp_path)
+    ours = BertForSequenceClassification.from_pretrained(tmp_path).eval()
+    ids, mask, types = batch(seed=2)
+    labels = torch.tensor([0, 2, 1]) if num_labels == 3 else torch.tensor([0.5, -1.0, 2.0])
+    with torch.no_grad():
+        r = ref(input_ids=ids, attention_mask=mask, token_type_ids=types, labels=labels)
+        o = ours(ids, mask, types, labels=labels)
+    torch.testing.assert_close(o.logits, r.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(o.loss, r.loss, atol=1e-5, rtol=0)
+
+
+def test_bare_model_parity(tmp_path):
+    ref = hf_tiny("BertModel")
+    ref.save_pretrained(tmp_path)
+    ours = BertModel.from_pretrained(tmp_path).eval()
+    ids, mask, types = batch(seed=6)
+    with torch.no_grad():
+        r = ref(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        h = ours(ids, mask, types)
+    torch.testing.assert_close(h, r.last_hidden_state, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours.pool(h), r.pooler_output, atol=1e-5, rtol=0)
+
+
+def test_token_type_defaults_to_zero():
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(**TINY)).eval()
+    ids, mask, _ = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, mask), model(ids, mask, torch.zeros_like(ids)))
+
+
+def test_mlm_batch_without_targets_is_zero_not_nan():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(**TINY))
+    ids, mask, _ = batch()
+    labels = torch.full_like(ids, -100)
+    out = model(ids, mask, labels=labels)
+    assert torch.isfinite(out.loss) and out.loss.item() == 0.0 and int(out.n_targets) == 0
+    out.loss.backward()  # still part of the graph
+    # and a batch where only some rows have a target
+    labels[0, 2] = 9
+    out = model(ids, mask, labels=labels)
+    assert torch.isfinite(out.loss) and int(out.n_targets) == 1
+
+
+def test_sparse_head_matches_dense_loss_and_grads():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(**TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    ids, mask, _ = batch()
+    labels = torch.where(torch.rand(ids.shape, generator=torch.Generator().manual_seed(1)) < 0.2, ids, -100)
+    labels[0, 0] = 3
+    results = []
+    for sparse in (True, False):
+        model.zero_grad()
+        model.sparse_head = sparse
+        out = model(ids, mask, labels=labels)
+        out.loss.backward()
+        results.append((out.loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=0)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_positions_as_index_tensor_equal_boolean_mask():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(**TINY)).eval()
+    ids, mask, _ = batch()
+    where = torch.zeros_like(ids, dtype=torch.bool)
+    where[0, 3] = where[2, 1] = True
+    with torch.no_grad():
+        a = model(ids, mask, positions=where).logits
+        b = model(ids, mask, positions=where.nonzero()).logits
+        full = model(ids, mask).logits
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, full[where])
+
+
+def test_tied_decoder_and_init():
+    cfg = BertConfig(**TINY)
+    model = BertForMaskedLM(cfg)
+    names = dict(model.named_parameters())
+    assert not any("decoder" in n for n in names)  # the decoder is the embedding table itself
+    assert num_parameters(model) == sum(p.numel() for p in model.parameters())
+    w = model.bert.layers[0].attn.qkv.weight
+    assert abs(w.std().item() - cfg.initializer_range) < 0.003
+    assert torch.all(model.bert.layers[0].attn_norm.weight == 1)
+    assert torch.all(model.bert.embeddings.word.weight[cfg.pad_token_id] == 0)
+    assert flops_per_token(cfg, 128) > flops_per_token(cfg, 128, mlm_fraction=0.15)
+
+
+def test_half_precision_padding_has_no_nan():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(**TINY)).eval()
+    ids, mask, _ = batch()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(ids, mask).logits
+    assert torch.isfinite(logits).all()
+
+
+def test_masked_lm_loss_reduces_over_targets_only():
+    logits = torch.randn(2, 3, 5)
+    labels = torch.tensor([[1, -100, 2], [-100, -100, 4]])
+    loss, n = masked_lm_loss(logits, labels)
+    ref = torch.nn.functional.cross_entropy(logits.reshape(-1, 5), labels.reshape(-1), ignore_index=-100)
+    torch.testing.assert_close(loss, ref)
+    assert int(n) == 3
+
+
+def test_config_rejects_bad_heads():
+    with pytest.raises(ValueError, match="num_attention_heads"):
+        BertConfig(hidden_size=30, num_attention_heads=4)
