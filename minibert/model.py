@@ -296,8 +296,8 @@ def flops_per_token(cfg: BertConfig, seq_len: int, mlm_fraction: float = 1.0) ->
 
     mlm_fraction is the share of positions the MLM head runs on (1.0 dense, ~0.15 sparse).
     """
-    C, L, I, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
-    per_layer = 2 * (4 * C * C + 2 * C * I) + 2 * 2 * seq_len * C  # projections + QK^T and AV
+    C, L, FF, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
+    per_layer = 2 * (4 * C * C + 2 * C * FF) + 2 * 2 * seq_len * C  # projections + QK^T and AV
     head = 2 * (C * C + C * V) * mlm_fraction
     return 3 * (L * per_layer + head)
 
