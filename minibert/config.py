@@ -101,8 +101,9 @@ class BertConfig:
 PRESETS: dict[str, dict] = {
     "tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
                  max_position_embeddings=128),
+    # Pre-trained at 128 tokens: a longer position table would hold rows that never saw training.
     "zh-small": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
-                     max_position_embeddings=512),
+                     max_position_embeddings=128),
     "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
                       max_position_embeddings=512),
 }

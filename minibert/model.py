@@ -244,13 +244,19 @@ class BertForMaskedLM(Pretrained, nn.Module):
         return Output(logits, *masked_lm_loss(logits, labels))
 
 
+def upcast(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits to fp32 for the softmax: a bf16 log-sum-exp over a large vocabulary
+    loses most of its digits. Wider types stay as they are."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy over the tokens with a label, and their count.
 
     A batch with no label at all gives loss 0 (still attached to the graph) instead of the NaN
     that 0/0 would give.
     """
-    logits = logits.reshape(-1, logits.size(-1)).float()
+    logits = upcast(logits.reshape(-1, logits.size(-1)))
     labels = labels.reshape(-1)
     total = F.cross_entropy(logits, labels, ignore_index=-100, reduction="sum")
     n = (labels != -100).sum()
@@ -280,9 +286,9 @@ class BertForSequenceClassification(Pretrained, nn.Module):
         if labels is None:
             return Output(logits)
         if self.config.num_labels == 1:
-            loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
+            loss = F.mse_loss(upcast(logits.squeeze(-1)), labels.to(upcast(logits).dtype))
         else:
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = F.cross_entropy(upcast(logits), labels)
         return Output(logits, loss, torch.tensor(labels.numel(), device=labels.device))
 
 

@@ -1,0 +1,483 @@
+"""The training loop: precision, accumulation, clipping, evaluation, logging, checkpoints, resume, DDP.
+
+One optimizer step, top to bottom (`Trainer.step`):
+    get k micro-batches -> count their targets (all ranks) -> for each: autocast forward ->
+    loss * n_i / N -> backward (gradient sync on the last one only) -> unscale -> clip ->
+    AdamW step -> schedule step -> zero grads.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import convert_from_hf, read_weights
+from .data import LengthGroupedSampler
+from .optim import AdamW, LossScaler, make_schedule, param_groups
+
+CHECKPOINT_PREFIX = "checkpoint-"
+TMP_PREFIX = ".tmp-checkpoint-"
+STATE_FILE = "trainer_state.pt"
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what to change."""
+
+
+@dataclass
+class TrainConfig:
+    output: str = "output"  # folder for the final model, checkpoints and metrics.jsonl
+    epochs: int = 3  # passes over the training data (ignored when max_steps is set)
+    max_steps: int | None = None  # optimizer steps to run; overrides epochs
+    batch_size: int = 32  # sequences per micro-batch per process
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 5e-5  # peak learning rate
+    weight_decay: float = 0.01  # AdamW decoupled decay (not on biases and LayerNorms)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-6
+    warmup: float = 0.1  # warm-up as a fraction of all steps (< 1) or a step count (>= 1)
+    schedule: str = "linear"  # linear | cosine | constant
+    max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 turns clipping off
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 where supported, else fp32)
+    seed: int = 0
+    eval_every: int = 0  # evaluate every N steps (0: only at the end)
+    save_every: int = 0  # checkpoint every N steps (0: only the final model)
+    keep_checkpoints: int = 2  # keep the last K checkpoint folders
+    log_every: int = 10  # steps between metrics.jsonl lines and progress-bar updates
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: bool = False  # torch.compile the model
+    progress: bool = True  # show a tqdm bar
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"--device {name}: no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU multiplies bf16 in hardware (AMX or AVX512-BF16). Elsewhere (AVX2-only
+    CPUs, such as the AMD EPYC this project is developed on) bf16 autocast is emulated and was
+    measured 12x slower than fp32 for a training step, so `auto` must not pick it there."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if name not in ("fp32", "bf16", "fp16"):
+        raise TrainingError(f"--precision {name}: use fp32, bf16, fp16 or auto")
+    if name == "fp16" and device.type != "cuda":
+        raise TrainingError("--precision fp16 needs a CUDA GPU; on CPU use bf16 (or fp32)")
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def count_targets(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens (MLM) or sequences (classification) a batch's loss averages over."""
+    labels = batch["labels"]
+    if labels.dtype == torch.long and labels.dim() == 2:
+        return int((labels != -100).sum())
+    return labels.shape[0]
+
+
+def capture_rng() -> dict:
+    state = {
+        "python": random.getstate(),
+        "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def macro_f1(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> float:
+    f1s = []
+    for c in range(num_labels):
+        tp = int(((pred == c) & (gold == c)).sum())
+        fp = int(((pred == c) & (gold != c)).sum())
+        fn = int(((pred != c) & (gold == c)).sum())
+        if tp + fp + fn == 0:
+            continue  # a class absent from both predictions and gold says nothing
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return sum(f1s) / max(1, len(f1s))
+
+
+def list_checkpoints(output: Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first."""
+    found = []
+    for p in output.glob(CHECKPOINT_PREFIX + "*"):
+        step = p.name[len(CHECKPOINT_PREFIX):]
+        if p.is_dir() and step.isdigit() and (p / STATE_FILE).is_file():
+            found.append((int(step), p))
+    return [p for _, p in sorted(found)]
+
+
+def clean_partial_checkpoints(output: Path) -> list[Path]:
+    """Remove temporary folders an interrupted save left behind."""
+    removed = [p for p in output.glob(TMP_PREFIX + "*") if p.is_dir()]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    return removed
+
+
+class Trainer:
+    """Trains a BertForMaskedLM or BertForSequenceClassification.
+
+    train_data / eval_data: lists of features (dicts with at least `input_ids`); `collate` turns a
+    list of features into a batch of tensors with `labels`; `eval_collate` likewise for
+    evaluation (for MLM, a masking collator with a fixed seed, so every evaluation masks the
+    same tokens). `tokenizer` is saved with the model.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, train_data: list[dict], collate: Callable,
+                 eval_data: list[dict] | None = None, eval_collate: Callable | None = None, tokenizer=None,
+                 log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.task = "classify" if hasattr(model, "classifier") else "mlm"
+        self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self.is_main = self.rank == 0
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        if self.device.type == "cuda":
+            # TF32 tensor cores for fp32 matmuls: ~8x the fp32 rate at a 10-bit mantissa.
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.model = model.to(self.device)
+        self.tokenizer = tokenizer
+        self.train_data, self.collate = train_data, collate
+        self.eval_data, self.eval_collate = eval_data, eval_collate or collate
+        self.eval_collate_state = self.eval_collate.state_dict() if hasattr(self.eval_collate, "state_dict") else None
+        self.log = log if self.is_main else (lambda *_: None)
+        self.output = Path(cfg.output)
+
+        if cfg.batch_size < 1 or cfg.grad_accum < 1:
+            raise TrainingError("--batch-size and --grad-accum must be at least 1")
+        self.sampler = LengthGroupedSampler(
+            [len(f["input_ids"]) for f in train_data], cfg.batch_size, seed=cfg.seed,
+            num_replicas=self.world, rank=self.rank,
+        )
+        if len(self.sampler) == 0:
+            raise TrainingError(f"the training data ({len(train_data)} examples) gives no batch on this process")
+        steps_per_epoch = math.ceil(len(self.sampler) / cfg.grad_accum)
+        self.total_steps = cfg.max_steps if cfg.max_steps else steps_per_epoch * cfg.epochs
+        if self.total_steps < 1:
+            raise TrainingError("nothing to train: set --epochs or --max-steps to at least 1")
+
+        self.optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.adam_betas,
+                               eps=cfg.adam_eps)
+        self.schedule = make_schedule(cfg.schedule, self.optimizer, self.total_steps, cfg.warmup)
+        self.scaler = LossScaler(enabled=self.precision == "fp16")
+
+        self.ddp = None
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.forward = self.ddp if self.ddp is not None else self.model
+        if cfg.compile:
+            self.forward = torch.compile(self.forward)
+
+        self.step_count = 0
+        self.position = (0, 0)  # (epoch, next micro-batch in that epoch)
+        self.best: dict | None = None
+        self.first_bad_step = torch.tensor(-1, device=self.device)  # first step whose loss was inf/nan
+
+    # ------------------------------------------------------------------ data
+
+    def micro_batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The endless stream of training micro-batches, from the saved position on."""
+        epoch, start = self.position
+        while True:
+            self.sampler.set_epoch(epoch)
+            if start == 0 and hasattr(self.collate, "set_epoch"):  # mid-epoch, the restored stream goes on
+                self.collate.set_epoch(epoch)
+            batches = list(self.sampler)
+            for i in range(start, len(batches)):
+                self.position = (epoch, i + 1)
+                yield self.collate([self.train_data[j] for j in batches[i]])
+            epoch, start = epoch + 1, 0
+            self.position = (epoch, 0)
+
+    # ------------------------------------------------------------------ one optimizer step
+
+    def accumulate(self, micro: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Forward and backward over the micro-batches, leaving in .grad the gradient of the mean
+        loss over all their targets (on all ranks), as if they were one batch."""
+        self.model.train()
+        counts = torch.tensor(float(sum(count_targets(b) for b in micro)), device=self.device)
+        if self.world > 1:
+            dist.all_reduce(counts)
+        n_total = counts.clamp(min=1)
+        step_loss = torch.zeros((), device=self.device)
+        for i, batch in enumerate(micro):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            last = i == len(micro) - 1
+            sync = nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
+            with sync:
+                with autocast(self.device, self.precision):
+                    out = self.forward(**batch)
+                # Sum of per-target losses over N targets of the whole step: the objective does not
+                # depend on how the targets fall into micro-batches. DDP averages gradients over
+                # ranks, so multiplying by the world size turns that average into the sum.
+                loss = out.loss * out.n_targets / n_total
+                self.scaler.scale(loss * self.world).backward()
+            step_loss += loss.detach()
+        if self.world > 1:
+            dist.all_reduce(step_loss)
+        return step_loss
+
+    def step(self, micro: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """One optimizer step over `micro` (this rank's micro-batches). Returns the step's loss,
+        a device tensor averaged over every target of every micro-batch on every rank."""
+        step_loss = self.accumulate(micro)
+        found_inf = self.scaler.unscale_(self.optimizer)
+        if not found_inf:
+            if self.cfg.max_grad_norm > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+            self.optimizer.step()
+        self.scaler.update(found_inf)
+        self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        if self.precision != "fp16":  # fp16 overflow is the scaler's business, not divergence
+            bad = ~torch.isfinite(step_loss) & (self.first_bad_step < 0)
+            self.first_bad_step = torch.where(bad, torch.tensor(self.step_count, device=self.device),
+                                              self.first_bad_step)
+        return step_loss
+
+    def check_finite(self) -> None:
+        bad = int(self.first_bad_step)
+        if bad >= 0:
+            raise TrainingError(
+                f"the loss became inf/nan at step {bad}; nothing was saved after it. Lower --lr, "
+                f"keep --max-grad-norm on, or use --precision fp32"
+            )
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        assert self.eval_data
+        self.model.eval()
+        order = sorted(range(len(self.eval_data)), key=lambda i: len(self.eval_data[i]["input_ids"]))
+        bs = self.cfg.batch_size * 2
+        loss_sum, n, correct = 0.0, 0, 0
+        preds, golds = [], []
+        if self.eval_collate_state is not None:  # the same masks at every evaluation
+            self.eval_collate.load_state_dict(self.eval_collate_state)
+        for s in range(0, len(order), bs):
+            batch = self.eval_collate([self.eval_data[i] for i in order[s:s + bs]])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            with autocast(self.device, self.precision):
+                out = self.model(**batch)
+            k = int(out.n_targets)
+            loss_sum += float(out.loss) * k
+            n += k
+            if self.task == "mlm":
+                target = batch["labels"][batch["labels"] != -100]
+                correct += int((out.logits.argmax(-1) == target).sum())
+            elif self.model.config.num_labels > 1:
+                preds.append(out.logits.argmax(-1).cpu())
+                golds.append(batch["labels"].cpu())
+        loss = loss_sum / max(1, n)
+        if self.task == "mlm":
+            return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": correct / max(1, n),
+                    "masked_tokens": n}
+        metrics = {"eval_loss": loss, "examples": n}
+        if preds:
+            p, g = torch.cat(preds), torch.cat(golds)
+            metrics["accuracy"] = float((p == g).float().mean())
+            metrics["macro_f1"] = macro_f1(p, g, self.model.config.num_labels)
+        return metrics
+
+    def is_better(self, metrics: dict) -> bool:
+        key, higher = ("accuracy", True) if self.task == "classify" and "accuracy" in metrics else ("eval_loss", False)
+        if self.best is None:
+            return True
+        return metrics[key] > self.best[key] if higher else metrics[key] < self.best[key]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self) -> Path | None:
+        """Write output/checkpoint-STEP atomically: into a temporary folder, then renamed."""
+        self.check_finite()
+        if not self.is_main:
+            return None
+        final = self.output / f"{CHECKPOINT_PREFIX}{self.step_count}"
+        tmp = self.output / f"{TMP_PREFIX}{self.step_count}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp, tokenizer=self.tokenizer)
+        state = {
+            "step": self.step_count,
+            "position": list(self.position),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng(),
+            "collate": self.collate.state_dict() if hasattr(self.collate, "state_dict") else None,
+            "best": self.best,
+            "config": asdict(self.cfg),
+        }
+        torch.save(state, tmp / STATE_FILE)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in list_checkpoints(self.output)[:-self.cfg.keep_checkpoints or None]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+        weights, _ = convert_from_hf(read_weights(path), self.model, source=str(path))
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"])
+        if state["collate"] is not None and hasattr(self.collate, "load_state_dict"):
+            self.collate.load_state_dict(state["collate"])
+        self.step_count = state["step"]
+        self.position = tuple(state["position"])
+        self.best = state["best"]
+
+    def find_resume(self, resume: str | bool) -> Path | None:
+        """`True`: the latest complete checkpoint in the output folder (None if there is none);
+        a path: that checkpoint. Temporary folders of an interrupted save are removed."""
+        if self.is_main and self.output.is_dir():
+            for p in clean_partial_checkpoints(self.output):
+                self.log(f"removed incomplete checkpoint {p}")
+        if resume is True:
+            found = list_checkpoints(self.output) if self.output.is_dir() else []
+            return found[-1] if found else None
+        path = Path(resume)
+        if not (path / STATE_FILE).is_file():
+            raise TrainingError(f"--resume {path}: not a complete checkpoint (no {STATE_FILE})")
+        return path
+
+    # ------------------------------------------------------------------ the loop
+
+    def train(self, resume: str | bool | None = None) -> dict:
+        cfg = self.cfg
+        set_seed(cfg.seed)
+        self.output.mkdir(parents=True, exist_ok=True)
+        if resume:
+            path = self.find_resume(resume)
+            if path is not None:
+                self.load_checkpoint(path)
+                self.log(f"resumed from {path} at step {self.step_count}")
+            else:
+                self.log(f"no checkpoint in {self.output}; starting from step 0")
+        metrics_file = (self.output / "metrics.jsonl").open("a", encoding="utf-8") if self.is_main else None
+        bar = tqdm(total=self.total_steps, initial=self.step_count, disable=not (cfg.progress and self.is_main),
+                   dynamic_ncols=True)
+        stream = self.micro_batches()
+        start, tokens, window_tokens, window_start = time.perf_counter(), 0, 0, time.perf_counter()
+        window_loss = torch.zeros((), device=self.device)
+        window_steps, last = 0, {}
+        try:
+            while self.step_count < self.total_steps:
+                micro = [next(stream) for _ in range(cfg.grad_accum)]
+                n_tok = sum(int(b["attention_mask"].sum()) for b in micro) * self.world
+                window_loss += self.step(micro)
+                tokens += n_tok
+                window_tokens += n_tok
+                window_steps += 1
+                bar.update(1)
+                if self.step_count % cfg.log_every == 0 or self.step_count == self.total_steps:
+                    self.check_finite()
+                    now = time.perf_counter()
+                    last = {"step": self.step_count, "loss": float(window_loss) / window_steps,
+                            "lr": self.schedule.get_last_lr()[0],
+                            "tokens_per_s": window_tokens / max(now - window_start, 1e-9)}
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}",
+                                    tok_s=f"{last['tokens_per_s']:.0f}")
+                    if metrics_file:
+                        metrics_file.write(json.dumps(last) + "\n")
+                        metrics_file.flush()
+                    window_loss.zero_()
+                    window_steps, window_tokens, window_start = 0, 0, now
+                if self.eval_data and cfg.eval_every and self.step_count % cfg.eval_every == 0 \
+                        and self.step_count < self.total_steps:
+                    self.run_eval(metrics_file)
+                if cfg.save_every and self.step_count % cfg.save_every == 0:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            bar.close()
+            path = self.save_checkpoint()
+            raise KeyboardInterrupt(f"interrupted at step {self.step_count}; checkpoint saved to {path}") from None
+        finally:
+            bar.close()
+        self.check_finite()
+        elapsed = time.perf_counter() - start
+        final_eval = self.run_eval(metrics_file) if self.eval_data else None
+        if self.is_main:
+            self.model.save_pretrained(self.output, tokenizer=self.tokenizer)
+        summary = {"steps": self.step_count, "seconds": round(elapsed, 2),
+                   "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1), "final_train_loss": last.get("loss"),
+                   "eval": final_eval, "best_eval": self.best, "output": str(self.output)}
+        if metrics_file:
+            metrics_file.write(json.dumps({"summary": summary}) + "\n")
+            metrics_file.close()
+        return summary
+
+    def run_eval(self, metrics_file) -> dict:
+        metrics = self.evaluate()
+        metrics["step"] = self.step_count
+        if self.is_better(metrics):
+            self.best = dict(metrics)
+            if self.is_main:
+                self.model.save_pretrained(self.output / "best", tokenizer=self.tokenizer)
+        if metrics_file:
+            metrics_file.write(json.dumps({"eval": metrics}) + "\n")
+            metrics_file.flush()
+        self.log("eval @ step {}: {}".format(self.step_count, ", ".join(
+            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if k != "step")))
+        return metrics

@@ -1,0 +1,274 @@
+"""The training engine: it learns, its gradients are right, it resumes exactly, it runs on 2 ranks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from conftest import minilm_dir
+
+from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, MaskingCollator, Tokenizer
+from minibert.data import ClassificationCollator, tokenize_texts
+from minibert.trainer import STATE_FILE, TrainConfig, Trainer, TrainingError, list_checkpoints, macro_f1
+
+SENTENCES = [
+    "the cat sat on the mat", "the dog sat on the log", "a bird flew over the house",
+    "the sun rises in the east", "rivers flow down to the sea", "she reads a book every night",
+    "he plays the piano very well", "children play in the park", "the train leaves at noon",
+    "we planted trees in the garden", "the moon shines at night", "snow falls in the winter",
+]
+
+
+def tiny_cfg(vocab_size: int, dropout: float = 0.1) -> BertConfig:
+    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=dropout,
+                      attention_probs_dropout_prob=dropout)
+
+
+@pytest.fixture(scope="module")
+def tok() -> Tokenizer:
+    return Tokenizer.from_pretrained(minilm_dir())
+
+
+@pytest.fixture(scope="module")
+def features(tok):
+    return tokenize_texts(tok, SENTENCES, max_length=32)
+
+
+def make_trainer(tok, features, tmp_path, seed=0, dropout=0.1, **kw) -> Trainer:
+    torch.manual_seed(seed)
+    model = BertForMaskedLM(tiny_cfg(tok.vocab_size, dropout))
+    args = dict(output=str(tmp_path), batch_size=4, lr=3e-3, warmup=2, precision="fp32", device="cpu",
+                progress=False, log_every=1, seed=0)
+    args.update(kw)
+    return Trainer(model, TrainConfig(**args), features, MaskingCollator(tok, seed=0), tokenizer=tok,
+                   log=lambda *_: None)
+
+
+def test_mlm_loss_drops_on_a_repeated_corpus(tok, features, tmp_path):
+    trainer = make_trainer(tok, features, tmp_path, max_steps=150, schedule="constant", lr=5e-3)
+    trainer.train()
+    lines = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    import json
+
+    losses = [json.loads(line)["loss"] for line in lines]
+    first, last = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
+    # ln(30522) = 10.3 at the start; a model that learnt the 12 sentences gets far below it.
+    assert first > 9.0 and last < 0.5 * first, (first, last)
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "vocab.txt").is_file()
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_is_bit_identical(tok, features, tmp_path):
+    # 12 sentences / batch 4 = 3 micro-batches per epoch, grad_accum 2: steps straddle epochs.
+    common = dict(max_steps=7, save_every=3, grad_accum=2, keep_checkpoints=5)
+    full = make_trainer(tok, features, tmp_path / "full", **common)
+    full.train()
+    assert [p.name for p in list_checkpoints(tmp_path / "full")] == ["checkpoint-3", "checkpoint-6"]
+    # "Stop" after step 3: start again from its checkpoint, with a model initialised differently.
+    part = tmp_path / "part"
+    shutil.copytree(tmp_path / "full" / "checkpoint-3", part / "checkpoint-3")
+    resumed = make_trainer(tok, features, part, seed=123, **common)
+    resumed.train(resume=True)
+    assert resumed.step_count == 7
+    a, b = _weights(full.model), _weights(resumed.model)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_ignores_and_cleans_half_written_checkpoints(tok, features, tmp_path):
+    trainer = make_trainer(tok, features, tmp_path, max_steps=2, save_every=2)
+    trainer.train()
+    (tmp_path / ".tmp-checkpoint-4").mkdir()  # a save killed before its rename
+    (tmp_path / ".tmp-checkpoint-4" / "model.safetensors").write_bytes(b"garbage")
+    (tmp_path / "checkpoint-9").mkdir()  # a folder without trainer state is not a checkpoint
+    again = make_trainer(tok, features, tmp_path, max_steps=3)
+    assert again.find_resume(True) == tmp_path / "checkpoint-2"
+    assert not (tmp_path / ".tmp-checkpoint-4").exists()
+    with pytest.raises(TrainingError, match="not a complete checkpoint"):
+        again.find_resume(str(tmp_path / "checkpoint-9"))
+
+
+def test_accumulated_gradient_equals_big_batch_gradient(tok, tmp_path):
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_cfg(tok.vocab_size, dropout=0.0))
+    feats = tokenize_texts(tok, SENTENCES[:6], max_length=32)
+    t = Trainer(model, TrainConfig(output=str(tmp_path), batch_size=2, precision="fp32", device="cpu",
+                                   progress=False), feats, MaskingCollator(tok), log=lambda *_: None)
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 2000, (6, 10), generator=g)
+    labels = torch.full_like(ids, -100)
+    # micro-batches with 1, 4 and 7 targets: a mean of per-micro-batch means would weight them wrongly
+    for row, cols in {0: [1], 2: [1, 2, 3, 4], 4: [1, 2, 3, 4, 5, 6, 7]}.items():
+        labels[row, cols] = ids[row, cols]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+             "labels": labels}
+    micro = [{k: v[i:i + 2] for k, v in batch.items()} for i in (0, 2, 4)]
+    loss_big = t.accumulate([batch])
+    big = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    loss_acc = t.accumulate(micro)
+    torch.testing.assert_close(loss_acc, loss_big, atol=1e-6, rtol=0)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, big[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_finite_difference_gradients_float64():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_cfg(50, dropout=0.0)).double()
+    ids = torch.randint(5, 50, (2, 6))
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
+    labels = torch.full_like(ids, -100)
+    labels[0, 2], labels[1, 1], labels[1, 3] = 7, 9, 11
+
+    def loss() -> torch.Tensor:
+        return model(ids, mask, labels=labels).loss
+
+    loss().backward()
+    params = dict(model.named_parameters())
+    probes = [("bert.embeddings.word.weight", (9, 3)), ("bert.layers.0.attn.qkv.weight", (40, 5)),
+              ("bert.layers.1.ffn.up.bias", (7,)), ("head.norm.weight", (2,)), ("head.bias", (11,)),
+              ("bert.layers.1.ffn_norm.weight", (30,))]
+    eps = 1e-6
+    for name, idx in probes:
+        p = params[name]
+        with torch.no_grad():
+            old = p[idx].item()
+            p[idx] = old + eps
+            up = loss().item()
+            p[idx] = old - eps
+            down = loss().item()
+            p[idx] = old
+        numeric = (up - down) / (2 * eps)
+        assert abs(numeric - p.grad[idx].item()) <= 1e-6 + 1e-5 * abs(numeric), (name, numeric, p.grad[idx].item())
+
+
+def test_nan_loss_stops_training_and_saves_nothing_after(tok, features, tmp_path, monkeypatch):
+    trainer = make_trainer(tok, features, tmp_path, max_steps=6, save_every=1, log_every=1, keep_checkpoints=10)
+    forward = trainer.model.forward
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        out = forward(*a, **k)
+        calls["n"] += 1
+        if calls["n"] >= 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    trainer.forward = poisoned
+    with pytest.raises(TrainingError, match="step 3"):
+        trainer.train()
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-1", "checkpoint-2"]
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+def test_classification_eval_metrics(tok, tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(tok.vocab_size)
+    cfg.num_labels = 2
+    model = BertForSequenceClassification(cfg)
+    feats = tokenize_texts(tok, SENTENCES, max_length=32)
+    for i, f in enumerate(feats):
+        f["label"] = int("the" in SENTENCES[i].split())
+    t = Trainer(model, TrainConfig(output=str(tmp_path), batch_size=4, lr=3e-3, max_steps=40, precision="fp32",
+                                   device="cpu", progress=False, log_every=20),
+                feats, ClassificationCollator(tok.pad_token_id), feats, tokenizer=tok, log=lambda *_: None)
+    summary = t.train()
+    ev = summary["eval"]
+    assert set(ev) >= {"eval_loss", "accuracy", "macro_f1"}
+    assert ev["accuracy"] >= 0.9  # it can memorise 12 sentences
+    assert (tmp_path / "best" / "config.json").is_file()
+
+
+def test_macro_f1():
+    pred = torch.tensor([0, 0, 1, 1, 2, 2])
+    gold = torch.tensor([0, 1, 1, 1, 2, 0])
+    # class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp0 fn1 -> 0.8; class 2: tp1 fp1 fn0 -> 2/3
+    assert macro_f1(pred, gold, 3) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def _ddp_worker(rank: int, world: int, init: str, out: str, vocab_dir: str):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        tok = Tokenizer.from_pretrained(vocab_dir)
+        torch.manual_seed(0)
+        model = BertForMaskedLM(tiny_cfg(tok.vocab_size, dropout=0.0))
+        cfg = TrainConfig(output=out, batch_size=2, lr=1e-2, warmup=0, max_steps=3, precision="fp32",
+                          device="cpu", progress=False)
+        t = Trainer(model, cfg, tokenize_texts(tok, SENTENCES, 32), MaskingCollator(tok), log=lambda *_: None)
+        batch = _combined_batch()
+        for _ in range(3):  # rank r takes rows r, r+2: unequal numbers of targets per rank
+            t.step([{k: v[rank::2] for k, v in batch.items()}])
+        torch.save(model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _combined_batch():
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1000, 2000, (4, 9), generator=g)
+    labels = torch.full_like(ids, -100)
+    labels[0, [1, 2, 3]] = ids[0, [1, 2, 3]]
+    labels[1, 4] = ids[1, 4]
+    labels[2, [5, 6]] = ids[2, [5, 6]]
+    labels[3, [1, 7, 8]] = ids[3, [1, 7, 8]]
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+            "labels": labels}
+
+
+def test_two_process_ddp_equals_one_process(tok, tmp_path):
+    vocab_dir = str(minilm_dir())
+    mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path}/rendezvous", str(tmp_path), vocab_dir), nprocs=2)
+    w0 = torch.load(tmp_path / "rank0.pt")
+    w1 = torch.load(tmp_path / "rank1.pt")
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_cfg(tok.vocab_size, dropout=0.0))
+    t = Trainer(model, TrainConfig(output=str(tmp_path / "single"), batch_size=2, lr=1e-2, warmup=0, max_steps=3,
+                                   precision="fp32", device="cpu", progress=False),
+                tokenize_texts(tok, SENTENCES, 32), MaskingCollator(tok), log=lambda *_: None)
+    for _ in range(3):
+        t.step([_combined_batch()])
+    for k, v in model.state_dict().items():
+        assert torch.equal(w0[k], w1[k]), k
+        torch.testing.assert_close(w0[k], v, atol=1e-5, rtol=0, msg=k)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fp16_on_cuda_skips_inf_step(tok, features, tmp_path):
+    trainer = make_trainer(tok, features, tmp_path, precision="fp16", device="cuda", max_steps=2)
+    before = _weights(trainer.model)
+    scale = trainer.scaler.loss_scale
+    batch = trainer.collate(features[:4])
+    forward = trainer.forward
+
+    def overflow(*a, **k):
+        out = forward(*a, **k)
+        out.loss = out.loss * float("inf")
+        return out
+
+    trainer.forward = overflow
+    trainer.step([batch])
+    after = _weights(trainer.model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert trainer.scaler.loss_scale == scale / 2
+    trainer.forward = forward
+    trainer.step([batch])
+    assert not all(torch.equal(before[k], v) for k, v in _weights(trainer.model).items())
+
+
+def test_checkpoint_holds_everything_for_resume(tok, features, tmp_path):
+    trainer = make_trainer(tok, features, tmp_path, max_steps=2, save_every=2)
+    trainer.train()
+    state = torch.load(tmp_path / "checkpoint-2" / STATE_FILE, weights_only=False)
+    assert {"step", "position", "optimizer", "schedule", "scaler", "rng", "collate"} <= set(state)
+    assert (tmp_path / "checkpoint-2" / "model.safetensors").is_file()
