@@ -1,0 +1,480 @@
+"""Command lines of train.py / minibert-train and predict.py / minibert-predict.
+
+Both are thin layers over the library: parse flags, build the pieces, print what happens. Every
+expected failure (bad file, bad folder, bad flag) is one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_MODEL = ROOT / "models" / "zh-small"
+DEMO_TRAIN = ROOT / "examples" / "three_kingdoms.json"
+DEMO_OUTPUT = Path("output") / "three_kingdoms"
+DEMO_QUERY = "三国人物诸葛[MASK]"
+
+
+class UsageError(Exception):
+    """Wrong input from the user: printed as one line, exit status 2."""
+
+
+def _fail(prog: str, message: str, status: int = 2) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return status
+
+
+def _run(prog: str, fn, argv) -> int:
+    """Run a command, turning expected errors into one line on stderr instead of a traceback."""
+    import torch
+
+    from .checkpoint import CheckpointError
+    from .data import DataError
+    from .trainer import TrainingError
+
+    try:
+        return fn(argv) or 0
+    except KeyboardInterrupt as e:
+        return _fail(prog, str(e) or "interrupted", 130)
+    except torch.OutOfMemoryError:
+        return _fail(prog, "out of memory; lower --batch-size (raise --grad-accum to keep the effective batch) "
+                           "or --max-length")
+    except (UsageError, DataError, CheckpointError, TrainingError, FileNotFoundError, ValueError) as e:
+        return _fail(prog, str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except RuntimeError as e:
+        if "out of memory" in str(e) or "can't allocate memory" in str(e):
+            return _fail(prog, "out of memory; lower --batch-size (raise --grad-accum to keep the effective "
+                               "batch) or --max-length")
+        raise
+
+
+def _show_warnings() -> None:
+    """Library warnings as one plain line each, not Python's file:line form."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
+# ============================================================================ train
+
+TRAIN_EPILOG = """examples:
+  # the default job: fine-tune the shipped Chinese model on the Three Kingdoms sentences
+  python train.py
+  # cloze fine-tuning of your own checkpoint
+  python train.py --task mlm --model path/to/bert --train train.json --output out/mlm
+  # text classification (labels read from the file), 10%% held out for evaluation
+  python train.py --task classify --model models/zh-small --train reviews.jsonl --eval-split 0.1 --output out/clf
+  # pre-training from scratch with whole-word masking on a segmented corpus
+  python train.py --task mlm --config zh-small --vocab vocab/zh.txt --train corpus.txt --group-texts \\
+      --whole-word-mask --output out/pretrain
+  # several processes (GPUs, or CPU with gloo)
+  torchrun --nproc_per_node=4 train.py ...
+"""
+
+
+def train_parser() -> argparse.ArgumentParser:
+    from .trainer import TrainConfig
+
+    d = TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="minibert-train", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=TRAIN_EPILOG,
+        description="Fine-tune (or pre-train) a BERT for masked-LM (cloze) or text classification. "
+                    "With no arguments: fine-tune the shipped model on the Three Kingdoms example.")
+    g = p.add_argument_group("what to train")
+    g.add_argument("--task", choices=["mlm", "classify"], default="mlm",
+                   help="mlm: masked-language-model (fill-mask) training; classify: sequence classification "
+                        "(default: %(default)s)")
+    g.add_argument("--model", type=Path, default=None,
+                   help=f"Hugging Face BERT folder or minibert output to start from (default: {SHIPPED_MODEL.name} "
+                        "shipped in models/, unless --config is given)")
+    g.add_argument("--config", default=None,
+                   help="train from scratch: a config.json or a preset name (tiny, zh-small, bert-base); "
+                        "needs --vocab")
+    g.add_argument("--vocab", type=Path, default=None, help="vocab.txt for --config (default: vocab/zh.txt)")
+    g = p.add_argument_group("data")
+    g.add_argument("--train", type=Path, default=None,
+                   help="training file: .txt/.json/.jsonl for mlm; .json/.jsonl/.csv/.tsv with text and label "
+                        "for classify (default: examples/three_kingdoms.json)")
+    g.add_argument("--eval", type=Path, default=None, help="evaluation file in the same format")
+    g.add_argument("--eval-split", type=float, default=0.0,
+                   help="hold out this fraction of --train for evaluation, seeded by --seed (default: none)")
+    g.add_argument("--max-length", type=int, default=128, help="tokens per sequence, longer texts are truncated "
+                   "(default: %(default)s)")
+    g.add_argument("--mlm-probability", type=float, default=0.15,
+                   help="fraction of tokens chosen for prediction (default: %(default)s)")
+    g.add_argument("--whole-word-mask", action="store_true",
+                   help="mask whole space-separated words (for Chinese: pre-segmented text)")
+    g.add_argument("--group-texts", action="store_true",
+                   help="mlm: concatenate lines into full --max-length blocks (pre-training) instead of one "
+                        "example per line")
+    g.add_argument("--text-column", default="text", help="text field/column (default: %(default)s)")
+    g.add_argument("--label-column", default="label", help="label field/column (default: %(default)s)")
+    g.add_argument("--pair-column", default="text_pair", help="second-text field/column (default: %(default)s)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=None, help=f"passes over the data (default: {d.epochs}; "
+                   "20 for the default job)")
+    g.add_argument("--max-steps", type=int, default=None, help="optimizer steps; overrides --epochs")
+    g.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="sequences per micro-batch per process (default: %(default)s)")
+    g.add_argument("--grad-accum", type=int, default=d.grad_accum,
+                   help="micro-batches per optimizer step (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default: {d.lr}; 1e-3 from scratch)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay, not applied "
+                   "to biases and LayerNorms (default: %(default)s)")
+    g.add_argument("--warmup", type=float, default=d.warmup,
+                   help="warm-up: a fraction of all steps (<1) or a number of steps (default: %(default)s)")
+    g.add_argument("--schedule", choices=["linear", "cosine", "constant"], default=d.schedule,
+                   help="learning-rate schedule after warm-up (default: %(default)s)")
+    g.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
+                   help="clip the gradient norm to this, 0 = off (default: %(default)s)")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=d.precision,
+                   help="auto: on GPUs bf16 autocast (fp16 where bf16 is missing); on CPUs bf16 only with native "
+                        "bf16 (AMX/AVX512-BF16), else fp32 (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=d.seed, help="seed for init, data order and masking "
+                   "(default: %(default)s)")
+    g = p.add_argument_group("output")
+    g.add_argument("--output", type=Path, default=None,
+                   help=f"folder for the model, checkpoints and metrics.jsonl (default: {DEMO_OUTPUT})")
+    g.add_argument("--overwrite", action="store_true", help="replace a model already in --output")
+    g.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate every N steps, 0 = only at the "
+                   "end (default: %(default)s)")
+    g.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every N steps, 0 = none "
+                   "(default: %(default)s)")
+    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints,
+                   help="keep the last K checkpoints (default: %(default)s)")
+    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                   help="continue from the latest checkpoint in --output, or from PATH")
+    g.add_argument("--log-every", type=int, default=d.log_every, help="steps between log lines "
+                   "(default: %(default)s)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("hardware")
+    g.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the model: pays off on GPUs for runs of many steps; on CPU the compile "
+                        "time rarely pays back")
+    return p
+
+
+def _init_distributed():
+    """torchrun sets RANK/WORLD_SIZE; then join the process group (NCCL on GPUs, gloo on CPU)."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+def _check_output(args) -> None:
+    out: Path = args.output
+    holds_model = (out / "config.json").is_file() or any(out.glob("checkpoint-*"))
+    if not holds_model or args.resume:
+        return
+    if not args.overwrite:
+        raise UsageError(f"{out} already holds a model; pass --overwrite to replace it, --resume to continue "
+                         f"it, or choose another --output")
+    for old in list(out.glob("checkpoint-*")) + list(out.glob(".tmp-checkpoint-*")) + [out / "best"]:
+        shutil.rmtree(old, ignore_errors=True)
+    (out / "metrics.jsonl").unlink(missing_ok=True)
+
+
+def _split(items: list, fraction: float, seed: int, what: str) -> tuple[list, list]:
+    if not 0 < fraction < 1:
+        raise UsageError(f"--eval-split {fraction}: use a fraction between 0 and 1, e.g. 0.1")
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(items) * fraction))
+    if n_eval >= len(items):
+        raise UsageError(f"--eval-split {fraction} leaves no training data from {len(items)} {what}")
+    held = set(order[:n_eval])
+    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
+
+
+def train_command(argv: list[str] | None) -> int:
+    args = train_parser().parse_args(argv)
+    _show_warnings()
+    import torch
+
+    from . import data
+    from .checkpoint import from_pretrained, load_config
+    from .config import PRESETS, BertConfig
+    from .model import BertForMaskedLM, BertForSequenceClassification, num_parameters
+    from .tokenizer import Tokenizer
+    from .trainer import TrainConfig, Trainer
+
+    default_job = args.model is None and args.config is None and args.train is None
+    if args.model is None and args.config is None:
+        args.model = SHIPPED_MODEL
+    if args.train is None:
+        if not default_job:
+            raise UsageError("--train FILE is required (the training data)")
+        args.train = DEMO_TRAIN
+    if args.output is None:
+        if not default_job:
+            raise UsageError("--output DIR is required (where the trained model goes)")
+        args.output = DEMO_OUTPUT
+    if args.model is not None and args.config is not None:
+        raise UsageError("give either --model (fine-tune) or --config (train from scratch), not both")
+    if args.epochs is None:
+        args.epochs = 20 if default_job else TrainConfig.epochs
+    if args.lr is None:
+        args.lr = 1e-3 if args.config else (2e-4 if default_job else TrainConfig.lr)
+    rank, world = _init_distributed()
+    if rank == 0:
+        _check_output(args)
+    torch.manual_seed(args.seed)
+
+    # ---- model and tokenizer
+    cls = BertForMaskedLM if args.task == "mlm" else BertForSequenceClassification
+    if args.config is not None:
+        vocab = args.vocab or ROOT / "vocab" / "zh.txt"
+        tokenizer = Tokenizer.from_vocab(vocab, model_max_length=None)
+        if args.config in PRESETS:
+            cfg = BertConfig(**PRESETS[args.config], vocab_size=tokenizer.vocab_size)
+        elif Path(args.config).is_file():
+            cfg = BertConfig.from_json(args.config)
+        else:
+            raise UsageError(f"--config {args.config}: neither a file nor a preset ({', '.join(PRESETS)})")
+        if cfg.vocab_size != tokenizer.vocab_size:
+            raise UsageError(f"--config vocab_size {cfg.vocab_size} differs from {vocab}'s {tokenizer.vocab_size} "
+                             f"tokens")
+        source = f"new {args.config} model"
+    else:
+        cfg = load_config(args.model)
+        tokenizer = Tokenizer.from_pretrained(args.model)
+        if tokenizer.vocab_size > cfg.vocab_size:
+            raise UsageError(f"{args.model}: the vocabulary has {tokenizer.vocab_size} tokens but config.json "
+                             f"says vocab_size {cfg.vocab_size}")
+        source = str(args.model)
+    max_length = min(args.max_length, cfg.max_position_embeddings)
+    if args.max_length > cfg.max_position_embeddings and rank == 0:
+        print(f"warning: --max-length {args.max_length} exceeds the model's {cfg.max_position_embeddings} "
+              f"positions; using {max_length}", file=sys.stderr)
+
+    # ---- data
+    if not args.train.is_file():
+        raise UsageError(f"{args.train}: training file not found")
+    if args.eval is not None and not args.eval.is_file():
+        raise UsageError(f"{args.eval}: evaluation file not found")
+    if args.task == "mlm":
+        load = lambda path: data.load_mlm_features(  # noqa: E731
+            path, tokenizer, max_length, args.whole_word_mask, args.group_texts, args.text_column)
+        train_features = load(args.train)
+        eval_features = load(args.eval) if args.eval else None
+        collate = data.MaskingCollator(tokenizer, args.mlm_probability, whole_word_mask=args.whole_word_mask,
+                                       seed=args.seed, rank=rank)
+        eval_collate = data.MaskingCollator(tokenizer, args.mlm_probability, whole_word_mask=args.whole_word_mask,
+                                            seed=args.seed + 1)
+        if args.eval_split:
+            train_features, eval_features = _split(train_features, args.eval_split, args.seed, "examples")
+        labels_note = ""
+    else:
+        columns = dict(text_column=args.text_column, label_column=args.label_column, pair_column=args.pair_column)
+        train_ex = data.read_labelled(args.train, **columns)
+        eval_ex = data.read_labelled(args.eval, **columns) if args.eval else None
+        if args.eval_split:
+            train_ex, eval_ex = _split(train_ex, args.eval_split, args.seed, "examples")
+        if data.is_regression(train_ex):
+            label2id, train_y = None, [float(e.label) for e in train_ex]
+            eval_y = [float(e.label) for e in eval_ex] if eval_ex else None
+            cfg = BertConfig.from_dict({**cfg.to_dict(), "num_labels": 1, "id2label": None, "label2id": None})
+        else:
+            label2id = data.build_label_map(train_ex)
+            train_y = data.encode_labels(train_ex, label2id, args.train)
+            eval_y = data.encode_labels(eval_ex, label2id, args.eval or args.train) if eval_ex else None
+            id2label = {i: name for name, i in label2id.items()}
+            cfg = BertConfig.from_dict({**cfg.to_dict(), "num_labels": len(label2id), "id2label": id2label,
+                                        "label2id": label2id})
+        train_features = data.tokenize_examples(tokenizer, train_ex, train_y, max_length)
+        eval_features = data.tokenize_examples(tokenizer, eval_ex, eval_y, max_length) if eval_ex else None
+        collate = eval_collate = data.ClassificationCollator(tokenizer.pad_token_id)
+        labels_note = f", labels: {', '.join(label2id)}" if label2id else ", regression"
+    if not train_features:
+        raise UsageError(f"{args.train}: no training examples")
+
+    if args.config is not None:
+        model = cls(cfg)
+    else:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = from_pretrained(cls, args.model, config=cfg)
+        for w in caught:
+            if rank == 0:
+                print(f"note: {w.message}", file=sys.stderr)
+
+    tcfg = TrainConfig(
+        output=str(args.output), epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
+        grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
+        schedule=args.schedule, max_grad_norm=args.max_grad_norm, precision=args.precision, seed=args.seed,
+        eval_every=args.eval_every, save_every=args.save_every, keep_checkpoints=args.keep_checkpoints,
+        log_every=args.log_every, device=args.device, compile=args.compile, progress=not args.no_progress)
+    trainer = Trainer(model, tcfg, train_features, collate, eval_features, eval_collate, tokenizer)
+
+    if rank == 0:
+        n_tokens = sum(len(f["input_ids"]) for f in train_features)
+        eff = args.batch_size * args.grad_accum * world
+        print(f"model:     {source} ({cls.__name__}, {num_parameters(model) / 1e6:.1f}M parameters, "
+              f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size})")
+        print(f"data:      {args.train}: {len(train_features)} examples, {n_tokens} tokens{labels_note}; "
+              f"eval: {len(eval_features) if eval_features else 0} examples")
+        print(f"training:  {args.task}, {trainer.total_steps} steps, batch {eff} "
+              f"({args.batch_size} x {args.grad_accum} accum x {world} processes), lr {args.lr}, "
+              f"{args.schedule} schedule, max length {max_length}")
+        print(f"hardware:  {trainer.device}, precision {trainer.precision}"
+              f"{', compiled' if args.compile else ''}")
+        print(f"output:    {args.output}")
+    summary = trainer.train(resume=args.resume)
+    if rank == 0:
+        print(f"saved the model to {args.output} after {summary['steps']} steps in {summary['seconds']:.1f}s "
+              f"({summary['tokens_per_s']:.0f} tokens/s)")
+        if summary["eval"]:
+            print("final eval: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in summary["eval"].items() if k != "step"))
+    return 0
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    return _run("minibert-train", train_command, argv)
+
+
+# ============================================================================ predict
+
+PREDICT_EPILOG = """examples:
+  python predict.py                                    # the latest fine-tuned model on 三国人物诸葛[MASK]
+  python predict.py --model output/three_kingdoms "三国人物诸葛[MASK]"
+  python predict.py --model DIR --targets 亮,涛 "三国人物诸葛[MASK]"
+  python predict.py --model out/clf --all "这家酒店很干净"
+  python predict.py --model out/clf --eval test.jsonl
+"""
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="minibert-predict", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=PREDICT_EPILOG,
+        description="Fill in [MASK] tokens, or classify texts, with a trained model.")
+    p.add_argument("texts", nargs="*", help="texts to predict (fill-mask: each with at least one [MASK])")
+    p.add_argument("--model", type=Path, default=None,
+                   help=f"model folder (default: the newest model under output/, else models/{SHIPPED_MODEL.name})")
+    p.add_argument("--task", choices=["fill-mask", "mlm", "classify"], default=None,
+                   help="default: read from the model's config.json")
+    p.add_argument("--file", type=Path, default=None, help="more texts, one per line")
+    p.add_argument("--eval", type=Path, default=None,
+                   help="classify: a labelled file (.jsonl/.json/.csv/.tsv); prints accuracy and macro-F1")
+    p.add_argument("--top-k", type=int, default=5, help="fill-mask: candidates per [MASK] (default: %(default)s)")
+    p.add_argument("--targets", default=None, help="fill-mask: comma-separated tokens to score at each [MASK]")
+    p.add_argument("--all", action="store_true", help="classify: print every label's probability")
+    p.add_argument("--json", action="store_true", help="one JSON object per text on stdout")
+    p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--text-column", default="text", help="--eval text field/column (default: %(default)s)")
+    p.add_argument("--label-column", default="label", help="--eval label field/column (default: %(default)s)")
+    return p
+
+
+def default_model() -> Path:
+    """The newest model folder under ./output, else the shipped model."""
+    found = [p.parent for p in Path("output").glob("**/config.json")
+             if "checkpoint-" not in str(p) and p.parent.name != "best"]
+    if found:
+        return max(found, key=lambda d: (d / "config.json").stat().st_mtime)
+    return SHIPPED_MODEL
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UsageError(f"{path}: file not found")
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
+def predict_command(argv: list[str] | None) -> int:
+    args = predict_parser().parse_args(argv)
+    _show_warnings()
+    from . import data
+    from .checkpoint import load_config
+    from .pipelines import FillMask, TextClassifier
+    from .trainer import macro_f1
+
+    model_dir = args.model or default_model()
+    cfg = load_config(model_dir)
+    saved_task = "classify" if cfg.architectures and "BertForSequenceClassification" in cfg.architectures \
+        else "fill-mask"
+    task = {"mlm": "fill-mask"}.get(args.task, args.task) or saved_task
+    if task == "classify" and saved_task != "classify":
+        raise UsageError(f"{model_dir} is not a classification model (config.json: "
+                         f"{(cfg.architectures or ['?'])[0]}); train one with --task classify")
+    texts = list(args.texts) + (_read_lines(args.file) if args.file else [])
+    if args.top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+
+    if task == "fill-mask":
+        if args.eval:
+            raise UsageError("--eval scores classification models; this is a fill-mask model")
+        if not texts:
+            texts = [DEMO_QUERY]
+        pipe = FillMask.from_pretrained(model_dir, device=args.device)
+        targets = [t for t in args.targets.split(",") if t.strip()] if args.targets else None
+        results = pipe(texts, top_k=args.top_k, targets=targets, batch_size=args.batch_size)
+        if not args.json:
+            print(f"model: {model_dir}")
+        for r in results:
+            if args.json:
+                print(json.dumps(dataclasses.asdict(r), ensure_ascii=False))
+                continue
+            print(r.text)
+            for m in r.masks:
+                label = f"  [MASK] {m.index + 1}:" if len(r.masks) > 1 else "  top:"
+                print(label + "  " + "   ".join(f"{c.token} {c.score:.4f}" for c in m.candidates))
+                if r.targets:
+                    print("  targets:  " + "   ".join(f"{t} {p:.4f}" for t, p in r.targets[m.index].items()))
+            print(f"  filled: {r.filled}")
+        return 0
+
+    pipe = TextClassifier.from_pretrained(model_dir, device=args.device)
+    if args.eval:
+        examples = data.read_labelled(args.eval, text_column=args.text_column, label_column=args.label_column)
+        label2id = {name: i for i, name in enumerate(pipe.labels)}
+        gold = data.encode_labels(examples, label2id, args.eval)
+        results = pipe([e.text for e in examples], [e.text_pair for e in examples]
+                       if any(e.text_pair for e in examples) else None, batch_size=args.batch_size)
+        import torch
+
+        pred = torch.tensor([label2id[r.label] for r in results])
+        g = torch.tensor(gold)
+        metrics = {"examples": len(examples), "accuracy": float((pred == g).float().mean()),
+                   "macro_f1": macro_f1(pred, g, len(pipe.labels))}
+        if args.json:
+            print(json.dumps(metrics))
+        else:
+            print(f"{args.eval}: {metrics['examples']} examples, accuracy {metrics['accuracy']:.4f}, "
+                  f"macro-F1 {metrics['macro_f1']:.4f}")
+        if not texts:
+            return 0
+    if not texts:
+        raise UsageError("no text to classify; give texts, --file or --eval")
+    for r in pipe(texts, batch_size=args.batch_size):
+        if args.json:
+            print(json.dumps(dataclasses.asdict(r), ensure_ascii=False))
+        elif args.all:
+            print(r.text + "\n  " + "   ".join(f"{k} {v:.4f}" for k, v in r.scores.items()))
+        else:
+            print(f"{r.label}\t{r.score:.4f}\t{r.text}")
+    return 0
+
+
+def predict_main(argv: list[str] | None = None) -> int:
+    return _run("minibert-predict", predict_command, argv)
