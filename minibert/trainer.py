@@ -151,6 +151,42 @@ def macro_f1(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> float:
     return sum(f1s) / max(1, len(f1s))
 
 
+@torch.no_grad()
+def evaluate(model: nn.Module, features: list[dict], collate: Callable, batch_size: int,
+             device: torch.device, precision: str = "fp32") -> dict:
+    """Masked LM: loss, perplexity and accuracy over the masked tokens. Classification: loss,
+    accuracy and macro-F1 (loss only for regression). Batches are formed in length order."""
+    model.eval()
+    mlm = not hasattr(model, "classifier")
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    loss_sum, n, correct = 0.0, 0, 0
+    preds, golds = [], []
+    for s in range(0, len(order), batch_size):
+        batch = collate([features[i] for i in order[s:s + batch_size]])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, precision):
+            out = model(**batch)
+        k = int(out.n_targets)
+        loss_sum += float(out.loss) * k
+        n += k
+        if mlm:
+            target = batch["labels"][batch["labels"] != -100]
+            correct += int((out.logits.argmax(-1) == target).sum())
+        elif model.config.num_labels > 1:
+            preds.append(out.logits.argmax(-1).cpu())
+            golds.append(batch["labels"].cpu())
+    loss = loss_sum / max(1, n)
+    if mlm:
+        return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": correct / max(1, n),
+                "masked_tokens": n}
+    metrics = {"eval_loss": loss, "examples": n}
+    if preds:
+        p, g = torch.cat(preds), torch.cat(golds)
+        metrics["accuracy"] = float((p == g).float().mean())
+        metrics["macro_f1"] = macro_f1(p, g, model.config.num_labels)
+    return metrics
+
+
 def list_checkpoints(output: Path) -> list[Path]:
     """Complete checkpoint folders, oldest first."""
     found = []
@@ -304,40 +340,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
 
-    @torch.no_grad()
     def evaluate(self) -> dict:
-        assert self.eval_data
-        self.model.eval()
-        order = sorted(range(len(self.eval_data)), key=lambda i: len(self.eval_data[i]["input_ids"]))
-        bs = self.cfg.batch_size * 2
-        loss_sum, n, correct = 0.0, 0, 0
-        preds, golds = [], []
         if self.eval_collate_state is not None:  # the same masks at every evaluation
             self.eval_collate.load_state_dict(self.eval_collate_state)
-        for s in range(0, len(order), bs):
-            batch = self.eval_collate([self.eval_data[i] for i in order[s:s + bs]])
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            with autocast(self.device, self.precision):
-                out = self.model(**batch)
-            k = int(out.n_targets)
-            loss_sum += float(out.loss) * k
-            n += k
-            if self.task == "mlm":
-                target = batch["labels"][batch["labels"] != -100]
-                correct += int((out.logits.argmax(-1) == target).sum())
-            elif self.model.config.num_labels > 1:
-                preds.append(out.logits.argmax(-1).cpu())
-                golds.append(batch["labels"].cpu())
-        loss = loss_sum / max(1, n)
-        if self.task == "mlm":
-            return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": correct / max(1, n),
-                    "masked_tokens": n}
-        metrics = {"eval_loss": loss, "examples": n}
-        if preds:
-            p, g = torch.cat(preds), torch.cat(golds)
-            metrics["accuracy"] = float((p == g).float().mean())
-            metrics["macro_f1"] = macro_f1(p, g, self.model.config.num_labels)
-        return metrics
+        return evaluate(self.model, self.eval_data, self.eval_collate, self.cfg.batch_size * 2, self.device,
+                        self.precision)
 
     def is_better(self, metrics: dict) -> bool:
         key, higher = ("accuracy", True) if self.task == "classify" and "accuracy" in metrics else ("eval_loss", False)

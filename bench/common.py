@@ -1,0 +1,65 @@
+"""What the benchmarks share: model shapes, device sync, memory readings, fresh-process probes, tables."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Model shapes compared in the benchmarks (HF config field names, so both libraries take them as is).
+SHAPES: dict[str, dict] = {
+    "zh-small": dict(vocab_size=8192, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                     intermediate_size=1024, max_position_embeddings=128),
+    "bert-base-chinese": dict(vocab_size=21128, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                              intermediate_size=3072, max_position_embeddings=512),
+}
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so a timer read afterwards measures it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "cpu"
+
+
+def environment(device: torch.device) -> dict:
+    try:
+        import transformers
+
+        tf_version = transformers.__version__
+    except ImportError:
+        tf_version = None
+    return {"torch": torch.__version__, "transformers": tf_version, "device": device_name(device),
+            "threads": torch.get_num_threads(), "cpus": os.cpu_count(), "load_average": os.getloadavg()}
+
+
+def run_probe(code: str, timeout: float = 3600) -> dict:
+    """Run `code` in a fresh Python process (repository root as cwd, bench/ importable) and return the
+    JSON object it prints on its last stdout line."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "bench"), str(ROOT),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"probe failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def markdown_table(headers: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
