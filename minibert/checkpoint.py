@@ -297,25 +297,18 @@ def load_config(folder: str | Path, **overrides) -> BertConfig:
 def from_pretrained(cls: type, folder: str | Path, config: BertConfig | None = None, **overrides):
     """Build `cls` from a folder. Keyword overrides change config fields (e.g. id2label).
 
-    When the checkpoint covers every parameter the model is built on the meta device and the
-    tensors are assigned, so no time goes to an initialisation that would be overwritten.
+    The model is built on the CPU with its random init, then overwritten. Building on the meta
+    device instead was measured slower in a fresh process (1.35 s against 0.06 s for zh-small,
+    1.06 s for bert-base): its first use pays for torch's meta-tensor machinery.
     """
     folder = Path(folder)
     cfg = config if config is not None else load_config(folder, **overrides)
     hf_state = read_weights(folder)
-    with torch.device("meta"):
-        skeleton = cls(cfg)
-    state, report = convert_from_hf(hf_state, skeleton, source=str(folder))
+    model = cls(cfg)
+    state, report = convert_from_hf(hf_state, model, source=str(folder))
+    model.load_state_dict(state, strict=False)  # copies, converting fp16 checkpoints to fp32
     if report.new:
-        model = cls(cfg)
-        model.load_state_dict(state, strict=False)
-        warnings.warn(
-            f"{folder}: newly initialised for this task: {', '.join(report.new)}", stacklevel=2
-        )
-    else:
-        model = skeleton
-        model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)
-    model.to(torch.float32)
+        warnings.warn(f"{folder}: newly initialised for this task: {', '.join(report.new)}", stacklevel=2)
     return model
 
 

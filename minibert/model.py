@@ -145,12 +145,7 @@ def packed_position_ids(segment_ids: torch.Tensor) -> torch.Tensor:
 
 
 def init_weights(module: nn.Module, std: float) -> None:
-    """The BERT initialisation: normal(0, std) weights, zero biases, LayerNorm at identity.
-
-    Skipped on the meta device (a model about to receive checkpoint tensors): there it would do
-    nothing but import torch._dynamo, over a second of a cold start."""
-    if any(p.is_meta for p in module.parameters()):
-        return
+    """The BERT initialisation: normal(0, std) weights, zero biases, LayerNorm at identity."""
     for m in module.modules():
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=std)
