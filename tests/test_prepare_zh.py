@@ -108,11 +108,18 @@ def test_prepare_writes_disjoint_splits_without_test_leakage(tmp_path):
     assert (counts["review_duplicates_dropped"], counts["review_conflicts_dropped"]) == (4, 1)
     assert len(test) == 30
 
-    # Held-out pre-training text is unseen in training; test reviews never reach pre-training.
+    # Held-out pre-training text is unseen in training; test reviews never reach pre-training. Reviews
+    # are word-segmented in the pre-training files, so they are compared with spaces removed.
     assert set(pretrain).isdisjoint(valid)
     assert len(valid) == round(0.02 * (len(pretrain) + len(valid)))
-    assert {r["text"] for r in test}.isdisjoint(pretrain + valid)
-    assert {r["text"] for r in train} <= set(pretrain + valid)
+
+    def unspaced(lines):
+        return {"".join(t.split()) for t in lines}
+
+    assert unspaced(r["text"] for r in test).isdisjoint(unspaced(pretrain + valid))
+    assert unspaced(r["text"] for r in train) <= unspaced(pretrain + valid)
+    segmented = [line for line in pretrain + valid if "这本书很好看" in "".join(line.split())]
+    assert segmented and all(" " in line for line in segmented)  # segmented into words
 
 
 def test_cli_reports_missing_corpus(tmp_path):

@@ -36,7 +36,7 @@ def test_shipped_model_files_and_vocab():
 
 def test_shipped_model_matches_transformers():
     transformers = pytest.importorskip("transformers")
-    ref = transformers.AutoModelForMaskedLM.from_pretrained(MODEL).eval()
+    ref = transformers.AutoModelForMaskedLM.from_pretrained(MODEL, dtype=torch.float32).eval()
     hf_tok = transformers.AutoTokenizer.from_pretrained(MODEL)
     ours = BertForMaskedLM.from_pretrained(MODEL).eval()
     texts = ["三国人物诸葛[MASK]", "今天天气很好，我们去公园散步。", "这家酒店的服务[MASK]好"]
@@ -80,7 +80,7 @@ def test_demo_cloze_fine_tuning_end_to_end(tmp_path):
     assert top_before != "涛"
 
     out = tmp_path / "three_kingdoms"
-    trained = run("train.py", "--output", str(out), "--no-progress", cwd=tmp_path)
+    trained = run(str(ROOT / "train.py"), "--output", str(out), "--no-progress", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     assert "saved the model to" in trained.stdout
 
