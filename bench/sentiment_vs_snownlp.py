@@ -18,7 +18,7 @@ import torch
 
 from minibert import TextClassifier
 from minibert.data import read_labelled
-from minibert.trainer import macro_f1
+from minibert.trainer import classification_metrics
 
 
 def snownlp_scores(train, test) -> tuple[list[str], float]:
@@ -32,9 +32,8 @@ def snownlp_scores(train, test) -> tuple[list[str], float]:
 
 def metrics(pred: list[str], gold: list[str], labels: list[str]) -> dict:
     ids = {name: i for i, name in enumerate(labels)}
-    p = torch.tensor([ids[x] for x in pred])
-    g = torch.tensor([ids[x] for x in gold])
-    return {"accuracy": float((p == g).float().mean()), "macro_f1": macro_f1(p, g, len(labels))}
+    return classification_metrics(torch.tensor([ids[x] for x in pred]), torch.tensor([ids[x] for x in gold]),
+                                  len(labels))
 
 
 def main() -> None:

@@ -450,7 +450,7 @@ def predict_command(argv: list[str] | None) -> int:
     from . import data
     from .checkpoint import load_config
     from .pipelines import FillMask, TextClassifier
-    from .trainer import macro_f1
+    from .trainer import classification_metrics
 
     model_dir = args.model or default_model()
     cfg = load_config(model_dir)
@@ -507,9 +507,8 @@ def predict_command(argv: list[str] | None) -> int:
         import torch
 
         pred = torch.tensor([label2id[r.label] for r in results])
-        g = torch.tensor(gold)
-        metrics = {"examples": len(examples), "accuracy": float((pred == g).float().mean()),
-                   "macro_f1": macro_f1(pred, g, len(pipe.labels))}
+        metrics = {"examples": len(examples),
+                   **classification_metrics(pred, torch.tensor(gold), len(pipe.labels))}
         if args.json:
             print(json.dumps(metrics))
         else:

@@ -323,7 +323,8 @@ class BertForSequenceClassification(Pretrained, nn.Module):
         if labels is None:
             return Output(logits)
         if self.config.num_labels == 1:
-            loss = F.mse_loss(upcast(logits.squeeze(-1)), labels.to(upcast(logits).dtype))
+            pred = upcast(logits.squeeze(-1))  # (B,)
+            loss = F.mse_loss(pred, labels.to(pred.dtype))
         else:
             loss = F.cross_entropy(upcast(logits), labels)
         return Output(logits, loss, torch.tensor(labels.numel(), device=labels.device))

@@ -74,7 +74,7 @@ class FillMask:
                     f"text {i} is {len(a.ids)} tokens, longer than the model's {self.max_length} positions, "
                     f"and truncating it would cut off a {self.tokenizer.mask_token}; shorten the text")
             truncated.append(len(a.ids) > len(b.ids))
-        return self.tokenizer(texts, max_length=self.max_length), truncated
+        return self.tokenizer.pad(cut), truncated
 
     @torch.inference_mode()
     def _mask_probs(self, texts: list[str], first: int = 1) -> tuple[list[torch.Tensor], list[bool]]:

@@ -271,9 +271,14 @@ class Tokenizer:
             text_pairs = [text_pairs] if isinstance(text_pairs, str) else text_pairs
         encodings = self.encode_batch(texts, text_pairs, max_length)
         lengths = [len(e) for e in encodings]
-        T = max(lengths, default=0)
         if not padding and len(set(lengths)) > 1:
-            raise ValueError(f"texts encode to different lengths ({min(lengths)}..{T}); pass padding=True")
+            raise ValueError(f"texts encode to different lengths ({min(lengths)}..{max(lengths)}); "
+                             f"pass padding=True")
+        return self.pad(encodings, pad_to_multiple_of)
+
+    def pad(self, encodings: Sequence[Encoding], pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
+        """Encodings -> padded int64 tensors (B, T): input_ids, attention_mask, token_type_ids."""
+        T = max((len(e) for e in encodings), default=0)
         if pad_to_multiple_of:
             T = -(-T // pad_to_multiple_of) * pad_to_multiple_of
         out = {

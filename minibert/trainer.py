@@ -139,6 +139,11 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def classification_metrics(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> dict[str, float]:
+    """Accuracy and macro-F1 of predicted class indices against gold ones."""
+    return {"accuracy": float((pred == gold).float().mean()), "macro_f1": macro_f1(pred, gold, num_labels)}
+
+
 def macro_f1(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> float:
     f1s = []
     for c in range(num_labels):
@@ -181,9 +186,7 @@ def evaluate(model: nn.Module, features: list[dict], collate: Callable, batch_si
                 "masked_tokens": n}
     metrics = {"eval_loss": loss, "examples": n}
     if preds:
-        p, g = torch.cat(preds), torch.cat(golds)
-        metrics["accuracy"] = float((p == g).float().mean())
-        metrics["macro_f1"] = macro_f1(p, g, model.config.num_labels)
+        metrics.update(classification_metrics(torch.cat(preds), torch.cat(golds), model.config.num_labels))
     return metrics
 
 
