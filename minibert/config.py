@@ -13,6 +13,19 @@ from pathlib import Path
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
+def read_json(path: Path, what: str = "") -> object:
+    """The parsed contents of a JSON file, or a one-line ValueError naming the file and line.
+
+    what: words put before "not valid JSON" in the message (e.g. "config is ").
+    """
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: {what}not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save {path.name} as UTF-8") from None
+
+
 @dataclass
 class BertConfig:
     vocab_size: int = 30522  # rows of the word-embedding table (and of the tied MLM decoder)
@@ -82,12 +95,7 @@ class BertConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> BertConfig:
         path = Path(path)
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: config is not valid JSON ({e.msg})") from None
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save config.json as UTF-8") from None
+        d = read_json(path, "config is ")
         if not isinstance(d, dict):
             raise ValueError(f"{path}: expected a JSON object, got {type(d).__name__}")
         try:

@@ -22,6 +22,8 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
+from .config import read_json
+
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
 
@@ -118,12 +120,7 @@ class Tokenizer:
         config_file = folder / "tokenizer_config.json"
         config: dict = {}
         if config_file.is_file():
-            try:
-                config = json.loads(config_file.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{config_file}:{e.lineno}: not valid JSON ({e.msg})") from None
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{config_file}: not UTF-8 text (byte {e.start})") from None
+            config = read_json(config_file)
         for key, expected in zip(("pad_token", "unk_token", "cls_token", "sep_token", "mask_token"),
                                  SPECIAL_TOKENS):
             value = config.get(key, expected)
