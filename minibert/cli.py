@@ -128,6 +128,11 @@ def train_parser() -> argparse.ArgumentParser:
                    "(default: %(default)s)")
     g.add_argument("--mlm-probability", type=float, default=0.15,
                    help="fraction of tokens chosen for prediction (default: %(default)s)")
+    g.add_argument("--mask-prob", type=float, default=0.8,
+                   help="of the chosen tokens, the fraction replaced by [MASK] (default: %(default)s)")
+    g.add_argument("--random-prob", type=float, default=0.1,
+                   help="of the chosen tokens, the fraction replaced by a random token; the rest stay as they "
+                        "are (default: %(default)s)")
     g.add_argument("--whole-word-mask", action="store_true",
                    help="mask whole space-separated words (for Chinese: pre-segmented text)")
     g.add_argument("--group-texts", action="store_true",
@@ -152,6 +157,15 @@ def train_parser() -> argparse.ArgumentParser:
                    help="warm-up: a fraction of all steps (<1) or a number of steps (default: %(default)s)")
     g.add_argument("--schedule", choices=["linear", "cosine", "constant"], default=d.schedule,
                    help="learning-rate schedule after warm-up (default: %(default)s)")
+    g.add_argument("--adam-betas", type=_betas, default=d.adam_betas, metavar="B1,B2",
+                   help=f"AdamW beta1,beta2 (default: {d.adam_betas[0]},{d.adam_betas[1]})")
+    g.add_argument("--adam-eps", type=float, default=d.adam_eps, help="AdamW epsilon (default: %(default)s)")
+    g.add_argument("--dropout", type=float, default=None, metavar="P",
+                   help="hidden and attention dropout for this run (default: the model's config.json, 0.1 for "
+                        "the presets). 0 suits pre-training from scratch. The saved config.json keeps the "
+                        "model's own value, for fine-tuning later, unless --dropout-in-config")
+    g.add_argument("--dropout-in-config", action="store_true",
+                   help="write --dropout into the saved config.json too")
     g.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
                    help="clip the gradient norm to this, 0 = off (default: %(default)s)")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=d.precision,
@@ -180,6 +194,16 @@ def train_parser() -> argparse.ArgumentParser:
                    help="torch.compile the model: pays off on GPUs for runs of many steps; on CPU the compile "
                         "time rarely pays back")
     return p
+
+
+def _betas(text: str) -> tuple[float, float]:
+    try:
+        b1, b2 = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give two numbers, e.g. 0.9,0.999") from None
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: both betas must be in [0, 1)")
+    return b1, b2
 
 
 def _init_distributed():
@@ -238,7 +262,7 @@ def train_command(argv: list[str] | None) -> int:
     from . import data
     from .checkpoint import from_pretrained, load_config
     from .config import PRESETS, BertConfig
-    from .model import BertForMaskedLM, BertForSequenceClassification, num_parameters
+    from .model import BertForMaskedLM, BertForSequenceClassification, num_parameters, set_dropout
     from .tokenizer import Tokenizer
     from .trainer import TrainConfig, Trainer
 
@@ -266,6 +290,10 @@ def train_command(argv: list[str] | None) -> int:
                                ("--eval-every", args.eval_every, 0), ("--save-every", args.save_every, 0)):
         if value < least:
             raise UsageError(f"{flag} {value}: must be at least {least}")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        raise UsageError(f"--dropout {args.dropout}: must be in [0, 1)")
+    if args.dropout_in_config and args.dropout is None:
+        raise UsageError("--dropout-in-config needs --dropout P")
     _check_device(args.device)
     rank, world = _init_distributed()
     if rank == 0:
@@ -309,8 +337,14 @@ def train_command(argv: list[str] | None) -> int:
             path, tokenizer, max_length, args.whole_word_mask, args.group_texts, args.text_column)
         train_features = load(args.train)
         eval_features = load(args.eval) if args.eval else None
-        collate = data.MaskingCollator(tokenizer, args.mlm_probability, whole_word_mask=args.whole_word_mask,
-                                       seed=args.seed, rank=rank)
+        try:
+            collate = data.MaskingCollator(tokenizer, args.mlm_probability, args.mask_prob, args.random_prob,
+                                           whole_word_mask=args.whole_word_mask, seed=args.seed, rank=rank)
+        except ValueError as e:
+            flags = str(e).replace("mlm_probability", "--mlm-probability").replace("mask_prob", "--mask-prob") \
+                .replace("random_prob", "--random-prob")
+            raise UsageError(flags) from None
+        # Evaluation masks the standard 80/10/10 way, so numbers compare across runs and with predict.py --eval.
         eval_collate = data.MaskingCollator(tokenizer, args.mlm_probability, whole_word_mask=args.whole_word_mask,
                                             seed=args.seed + 1)
         if args.eval_split:
@@ -350,9 +384,17 @@ def train_command(argv: list[str] | None) -> int:
             if rank == 0:
                 print(f"note: {w.message}", file=sys.stderr)
 
+    if args.dropout is not None:
+        set_dropout(model, args.dropout)
+        if args.dropout_in_config:
+            model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = args.dropout
+            if model.config.classifier_dropout is not None:
+                model.config.classifier_dropout = args.dropout
+
     tcfg = TrainConfig(
         output=str(args.output), epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
         grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
+        adam_betas=args.adam_betas, adam_eps=args.adam_eps, max_length=max_length,
         schedule=args.schedule, max_grad_norm=args.max_grad_norm, precision=args.precision, seed=args.seed,
         eval_every=args.eval_every, save_every=args.save_every, keep_checkpoints=args.keep_checkpoints,
         log_every=args.log_every, device=args.device, compile=args.compile, progress=not args.no_progress)
@@ -368,6 +410,11 @@ def train_command(argv: list[str] | None) -> int:
         print(f"training:  {args.task}, {trainer.total_steps} steps, batch {eff} "
               f"({args.batch_size} x {args.grad_accum} accum x {world} processes), lr {args.lr}, "
               f"{args.schedule} schedule, max length {max_length}")
+        dropout = args.dropout if args.dropout is not None else cfg.hidden_dropout_prob
+        masking = (f", masking {args.mlm_probability:g} ({args.mask_prob:g} [MASK] / {args.random_prob:g} random"
+                   f"{', whole words' if args.whole_word_mask else ''})" if args.task == "mlm" else "")
+        print(f"           dropout {dropout:g}{masking}, AdamW betas {args.adam_betas[0]:g},{args.adam_betas[1]:g} "
+              f"eps {args.adam_eps:g}, weight decay {args.weight_decay:g}")
         print(f"hardware:  {trainer.device}, precision {trainer.precision}"
               f"{', compiled' if args.compile else ''}")
         print(f"output:    {args.output}")
@@ -377,7 +424,7 @@ def train_command(argv: list[str] | None) -> int:
               f"({summary['tokens_per_s']:.0f} tokens/s)")
         if summary["eval"]:
             print("final eval: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                             for k, v in summary["eval"].items() if k != "step"))
+                                             for k, v in summary["eval"].items() if k not in ("step", "tokens")))
     return 0
 
 

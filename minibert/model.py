@@ -330,6 +330,17 @@ class BertForSequenceClassification(Pretrained, nn.Module):
         return Output(logits, loss, torch.tensor(labels.numel(), device=labels.device))
 
 
+def set_dropout(model: nn.Module, p: float) -> None:
+    """Use dropout probability p everywhere (embeddings, attention, residuals, classifier) for the
+    rest of this model's life, leaving `model.config` as it was: a pre-training run without dropout
+    still saves a config that fine-tunes with the usual value."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+        elif isinstance(m, SelfAttention):
+            m.attn_dropout = p
+
+
 def num_parameters(model: nn.Module) -> int:
     """Parameters counted once, however many modules share them (the tied decoder)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -353,5 +364,6 @@ __all__ = [
     "BertForSequenceClassification",
     "init_weights",
     "num_parameters",
+    "set_dropout",
     "flops_per_token",
 ]

@@ -54,6 +54,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 turns clipping off
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 where supported, else fp32)
     seed: int = 0
+    max_length: int | None = None  # tokens per sequence; recorded so that --resume can check it continues the run
     eval_every: int = 0  # evaluate every N steps (0: only at the end)
     save_every: int = 0  # checkpoint every N steps (0: only the final model)
     keep_checkpoints: int = 2  # keep the last K checkpoint folders
@@ -266,6 +267,7 @@ class Trainer:
             self.forward = torch.compile(self.forward)
 
         self.step_count = 0
+        self.tokens_seen = 0  # real (non-padding) tokens trained on so far, all ranks
         self.position = (0, 0)  # (epoch, next micro-batch in that epoch)
         self.best: dict | None = None
         self.first_bad_step = torch.tensor(-1, device=self.device)  # first step whose loss was inf/nan
@@ -368,6 +370,7 @@ class Trainer:
         self.model.save_pretrained(tmp, tokenizer=self.tokenizer)
         state = {
             "step": self.step_count,
+            "tokens_seen": self.tokens_seen,
             "position": list(self.position),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -376,6 +379,7 @@ class Trainer:
             "collate": self.collate.state_dict() if hasattr(self.collate, "state_dict") else None,
             "best": self.best,
             "config": asdict(self.cfg),
+            "data": self.data_signature(),
         }
         torch.save(state, tmp / STATE_FILE)
         shutil.rmtree(final, ignore_errors=True)
@@ -384,8 +388,27 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
+    def data_signature(self) -> dict:
+        """What a resumed run must share with the one that wrote the checkpoint: the batch stream
+        position means nothing with other batches or other blocks of text."""
+        return {"task": self.task, "examples": len(self.train_data),
+                "tokens": int(sum(len(f["input_ids"]) for f in self.train_data)),
+                "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum,
+                "max_length": self.cfg.max_length, "world_size": self.world}
+
+    def check_same_run(self, path: Path, saved: dict | None) -> None:
+        if saved is None:  # a checkpoint written before signatures were recorded
+            return
+        now = self.data_signature()
+        diff = [f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and saved[k] != now[k]]
+        if diff:
+            raise TrainingError(
+                f"--resume {path}: this run differs from the one that wrote the checkpoint ({', '.join(diff)}); "
+                f"to start a new phase from its weights use --model {path} with a new --output")
+
     def load_checkpoint(self, path: Path) -> None:
         state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+        self.check_same_run(path, state.get("data"))
         weights, _ = convert_from_hf(read_weights(path), self.model, source=str(path))
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -395,6 +418,7 @@ class Trainer:
         if state["collate"] is not None and hasattr(self.collate, "load_state_dict"):
             self.collate.load_state_dict(state["collate"])
         self.step_count = state["step"]
+        self.tokens_seen = state.get("tokens_seen", 0)
         self.position = tuple(state["position"])
         self.best = state["best"]
 
@@ -438,13 +462,15 @@ class Trainer:
                 n_tok = sum(int(b["attention_mask"].sum()) for b in micro) * self.world
                 window_loss += self.step(micro)
                 tokens += n_tok
+                self.tokens_seen += n_tok
                 window_tokens += n_tok
                 window_steps += 1
                 bar.update(1)
                 if self.step_count % cfg.log_every == 0 or self.step_count == self.total_steps:
                     self.check_finite()
                     now = time.perf_counter()
-                    last = {"step": self.step_count, "loss": float(window_loss) / window_steps,
+                    last = {"step": self.step_count, "tokens": self.tokens_seen,
+                            "loss": float(window_loss) / window_steps,
                             "lr": self.schedule.get_last_lr()[0],
                             "tokens_per_s": window_tokens / max(now - window_start, 1e-9)}
                     bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}",
@@ -481,6 +507,7 @@ class Trainer:
     def run_eval(self, metrics_file) -> dict:
         metrics = self.evaluate()
         metrics["step"] = self.step_count
+        metrics["tokens"] = self.tokens_seen
         if self.is_better(metrics):
             self.best = dict(metrics)
             if self.is_main:
@@ -489,5 +516,6 @@ class Trainer:
             metrics_file.write(json.dumps({"eval": metrics}) + "\n")
             metrics_file.flush()
         self.log("eval @ step {}: {}".format(self.step_count, ", ".join(
-            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items() if k != "step")))
+            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+            if k not in ("step", "tokens"))))
         return metrics

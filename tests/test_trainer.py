@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -77,6 +78,7 @@ def test_resume_is_bit_identical(tok, features, tmp_path):
     resumed = make_trainer(tok, features, part, seed=123, **common)
     resumed.train(resume=True)
     assert resumed.step_count == 7
+    assert resumed.tokens_seen == full.tokens_seen > 0  # the token count carries over too
     a, b = _weights(full.model), _weights(resumed.model)
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -270,5 +272,13 @@ def test_checkpoint_holds_everything_for_resume(tok, features, tmp_path):
     trainer = make_trainer(tok, features, tmp_path, max_steps=2, save_every=2)
     trainer.train()
     state = torch.load(tmp_path / "checkpoint-2" / STATE_FILE, weights_only=False)
-    assert {"step", "position", "optimizer", "schedule", "scaler", "rng", "collate"} <= set(state)
+    expected = {"step", "tokens_seen", "position", "optimizer", "schedule", "scaler", "rng", "collate", "data"}
+    assert expected <= set(state)
+    assert state["data"]["examples"] == len(features) and state["data"]["batch_size"] == trainer.cfg.batch_size
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in lines if "loss" in r]
+    assert logged[-1]["tokens"] == trainer.tokens_seen == state["tokens_seen"]
+    trainer.sampler.set_epoch(0)
+    first_two = list(trainer.sampler)[:2]  # the two micro-batches trained on: real tokens, no padding
+    assert trainer.tokens_seen == sum(len(features[j]["input_ids"]) for batch in first_two for j in batch)
     assert (tmp_path / "checkpoint-2" / "model.safetensors").is_file()
