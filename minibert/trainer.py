@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import time
@@ -407,7 +408,12 @@ class Trainer:
                 f"to start a new phase from its weights use --model {path} with a new --output")
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+        try:
+            # weights_only: tensors and plain containers only; a state file carrying code is refused.
+            state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise TrainingError(f"{path / STATE_FILE}: refused, it holds objects other than tensors and plain "
+                                f"data (possibly code); resume only from checkpoints this trainer wrote") from None
         self.check_same_run(path, state.get("data"))
         weights, _ = convert_from_hf(read_weights(path), self.model, source=str(path))
         self.model.load_state_dict(weights)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -271,7 +272,7 @@ def test_fp16_on_cuda_skips_inf_step(tok, features, tmp_path):
 def test_checkpoint_holds_everything_for_resume(tok, features, tmp_path):
     trainer = make_trainer(tok, features, tmp_path, max_steps=2, save_every=2)
     trainer.train()
-    state = torch.load(tmp_path / "checkpoint-2" / STATE_FILE, weights_only=False)
+    state = torch.load(tmp_path / "checkpoint-2" / STATE_FILE, weights_only=True)
     expected = {"step", "tokens_seen", "position", "optimizer", "schedule", "scaler", "rng", "collate", "data"}
     assert expected <= set(state)
     assert state["data"]["examples"] == len(features) and state["data"]["batch_size"] == trainer.cfg.batch_size
@@ -282,3 +283,30 @@ def test_checkpoint_holds_everything_for_resume(tok, features, tmp_path):
     first_two = list(trainer.sampler)[:2]  # the two micro-batches trained on: real tokens, no padding
     assert trainer.tokens_seen == sum(len(features[j]["input_ids"]) for batch in first_two for j in batch)
     assert (tmp_path / "checkpoint-2" / "model.safetensors").is_file()
+
+
+class _Payload:
+    """Unpickling this runs os.system: the attack a shared checkpoint folder could carry."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_resume_refuses_a_state_file_with_pickled_code(tok, features, tmp_path):
+    trainer = make_trainer(tok, features, tmp_path, max_steps=2, save_every=2)
+    trainer.train()
+    marker = tmp_path / "pwned"
+    state_file = tmp_path / "checkpoint-2" / STATE_FILE
+    state = torch.load(state_file, weights_only=True)
+    state["collate"] = _Payload(marker)
+    torch.save(state, state_file)
+    again = make_trainer(tok, features, tmp_path, max_steps=3)
+    with pytest.raises(TrainingError) as e:
+        again.load_checkpoint(tmp_path / "checkpoint-2")
+    message = str(e.value)
+    assert message.startswith(f"{state_file}: refused") and "\n" not in message
+    assert len(message.replace(str(state_file), "")) < 150
+    assert not marker.exists()
