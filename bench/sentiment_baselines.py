@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -40,7 +41,9 @@ def tfidf_lr_predict(train, test) -> list[str]:
     unspaced = lambda texts: [t.replace(" ", "") for t in texts]  # noqa: E731
     clf = make_pipeline(TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=2),
                         LogisticRegressionCV(Cs=[1, 3, 10, 30], cv=5, max_iter=2000))
-    clf.fit(unspaced([e.text for e in train]), [e.label for e in train])
+    with warnings.catch_warnings():  # scikit-learn's notices about future defaults, not about this fit
+        warnings.simplefilter("ignore", FutureWarning)
+        clf.fit(unspaced([e.text for e in train]), [e.label for e in train])
     return list(clf.predict(unspaced([e.text for e in test])))
 
 
