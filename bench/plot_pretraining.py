@@ -25,21 +25,14 @@ def read_curve(spec: str) -> list[dict]:
     for part in spec.split(","):
         path, _, per_step = part.partition("@")
         records = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-        evals = [r["eval"] for r in records if "eval" in r]
-        last_tokens, last_step = 0, 0
-        for r in records:
-            row = r.get("eval", r) if "summary" not in r else {}
-            if "step" in row:
-                last_step = max(last_step, row["step"])
-                last_tokens = max(last_tokens, row.get("tokens", row["step"] * int(per_step or 0)))
-        for e in evals:
-            tokens = e.get("tokens", e["step"] * int(per_step or 0))
-            if not tokens:
+        tokens = lambda row: row.get("tokens", row["step"] * int(per_step or 0))  # noqa: E731
+        logged = [r for r in records if "loss" in r]  # one line per --log-every steps, the last at the end
+        for e in (r["eval"] for r in records if "eval" in r):
+            if not tokens(e):
                 sys.exit(f"{path}: eval records have no 'tokens'; give it as {path}@TOKENS_PER_STEP")
-            points.append({**e, "tokens": token_offset + tokens, "step": step_offset + e["step"],
-                           "phase_file": path})
-        token_offset += last_tokens
-        step_offset += last_step
+            points.append({**e, "tokens": token_offset + tokens(e), "step": step_offset + e["step"]})
+        token_offset += tokens(logged[-1])
+        step_offset += logged[-1]["step"]
     return points
 
 

@@ -243,10 +243,14 @@ class Trainer:
 
         if cfg.batch_size < 1 or cfg.grad_accum < 1:
             raise TrainingError("--batch-size and --grad-accum must be at least 1")
-        self.sampler = LengthGroupedSampler(
-            [len(f["input_ids"]) for f in train_data], cfg.batch_size, seed=cfg.seed,
-            num_replicas=self.world, rank=self.rank,
-        )
+        lengths = [len(f["input_ids"]) for f in train_data]
+        self.sampler = LengthGroupedSampler(lengths, cfg.batch_size, seed=cfg.seed, num_replicas=self.world,
+                                            rank=self.rank)
+        # What a resumed run must share with the one that wrote the checkpoint: the batch stream
+        # position means nothing with other batches or other blocks of text.
+        self.run_signature = {"task": self.task, "examples": len(train_data), "tokens": sum(lengths),
+                              "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+                              "max_length": cfg.max_length, "world_size": self.world}
         if len(self.sampler) == 0:
             raise TrainingError(f"the training data ({len(train_data)} examples) gives no batch on this process")
         steps_per_epoch = math.ceil(len(self.sampler) / cfg.grad_accum)
@@ -380,7 +384,7 @@ class Trainer:
             "collate": self.collate.state_dict() if hasattr(self.collate, "state_dict") else None,
             "best": self.best,
             "config": asdict(self.cfg),
-            "data": self.data_signature(),
+            "data": self.run_signature,
         }
         torch.save(state, tmp / STATE_FILE)
         shutil.rmtree(final, ignore_errors=True)
@@ -389,18 +393,10 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
-    def data_signature(self) -> dict:
-        """What a resumed run must share with the one that wrote the checkpoint: the batch stream
-        position means nothing with other batches or other blocks of text."""
-        return {"task": self.task, "examples": len(self.train_data),
-                "tokens": int(sum(len(f["input_ids"]) for f in self.train_data)),
-                "batch_size": self.cfg.batch_size, "grad_accum": self.cfg.grad_accum,
-                "max_length": self.cfg.max_length, "world_size": self.world}
-
     def check_same_run(self, path: Path, saved: dict | None) -> None:
         if saved is None:  # a checkpoint written before signatures were recorded
             return
-        now = self.data_signature()
+        now = self.run_signature
         diff = [f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and saved[k] != now[k]]
         if diff:
             raise TrainingError(
