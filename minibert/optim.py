@@ -22,8 +22,12 @@ class AdamW(torch.optim.Optimizer):
         v <- beta2 * v + (1 - beta2) * g * g         second moment
         p <- p - lr / (1 - beta1^t) * m / (sqrt(v / (1 - beta2^t)) + eps)
 
-    `foreach=True` runs each line as one multi-tensor kernel over all parameters of a group;
-    `foreach=False` is the same arithmetic as a plain per-tensor loop. Both give the same numbers.
+    `foreach=True` runs each line as one multi-tensor kernel over all parameters of a group: few
+    kernel launches, the right choice on a GPU. `foreach=False` runs the same lines per tensor, one
+    cache-sized chunk at a time, so each element of a parameter, its gradient and both moments
+    comes from memory once per step instead of once per line: on a CPU the update is bound by
+    memory traffic, not arithmetic. `None` (the default) picks chunks when the first parameter
+    lives on the CPU. Both paths give the same numbers.
     Parameters whose `.grad` is None are skipped and their step count does not advance.
     """
 
@@ -34,7 +38,7 @@ class AdamW(torch.optim.Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
-        foreach: bool = True,
+        foreach: bool | None = None,
     ) -> None:
         if not lr >= 0.0:
             raise ValueError(f"lr {lr} is negative; use a learning rate >= 0")
@@ -75,11 +79,17 @@ class AdamW(torch.optim.Optimizer):
                 steps.append(state["step"])
             if not params:
                 continue
-            update = _adamw_foreach if group["foreach"] else _adamw_per_tensor
+            foreach = group["foreach"] if group["foreach"] is not None else params[0].device.type != "cpu"
+            update = _adamw_foreach if foreach else _adamw_per_tensor
             beta1, beta2 = group["betas"]
             update(params, grads, exp_avgs, exp_avg_sqs, steps, lr=group["lr"], beta1=beta1,
                    beta2=beta2, eps=group["eps"], weight_decay=group["weight_decay"])
         return loss
+
+
+# Elements per chunk of the per-tensor path: 256k fp32 values are 1 MiB for each of parameter,
+# gradient, two moments and the scratch denominator, which stay in cache across the chunk's lines.
+CHUNK = 1 << 18
 
 
 def _adamw_per_tensor(
@@ -95,16 +105,28 @@ def _adamw_per_tensor(
     eps: float,
     weight_decay: float,
 ) -> None:
+    scratch = torch.empty(0)
     for p, g, m, v, t in zip(params, grads, exp_avgs, exp_avg_sqs, steps):
-        if weight_decay != 0:
-            p.mul_(1 - lr * weight_decay)
-        m.lerp_(g, 1 - beta1)  # m + (1 - beta1) * (g - m) == beta1 * m + (1 - beta1) * g
-        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         # Both moments start at zero, so early on they are biased towards it by (1 - beta^t).
-        bias_correction1 = 1 - beta1**t
-        bias_correction2 = 1 - beta2**t
-        denom = (v.sqrt() / bias_correction2**0.5).add_(eps)
-        p.addcdiv_(m, denom, value=-lr / bias_correction1)
+        step_size = -lr / (1 - beta1**t)
+        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+        tensors = (p, g, m, v)
+        if all(x.is_contiguous() for x in tensors):
+            flat = [x.view(-1) for x in tensors]
+            chunks = [[x[i:i + CHUNK] for x in flat] for i in range(0, p.numel(), CHUNK)]
+        else:  # a strided layout has no flat view to slice: update the tensor in one piece
+            chunks = [tensors]
+        n = max(c[0].numel() for c in chunks)
+        if scratch.numel() < n or scratch.dtype != p.dtype or scratch.device != p.device:
+            scratch = torch.empty(n, dtype=p.dtype, device=p.device)
+        for pc, gc, mc, vc in chunks:
+            if weight_decay != 0:
+                pc.mul_(1 - lr * weight_decay)
+            mc.lerp_(gc, 1 - beta1)  # m + (1 - beta1) * (g - m) == beta1 * m + (1 - beta1) * g
+            vc.mul_(beta2).addcmul_(gc, gc, value=1 - beta2)
+            denom = torch.sqrt(vc, out=scratch[:vc.numel()].view(vc.shape))
+            denom.div_(bias_correction2_sqrt).add_(eps)
+            pc.addcdiv_(mc, denom, value=step_size)
 
 
 def _adamw_foreach(

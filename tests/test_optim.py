@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from minibert import optim
 from minibert.optim import AdamW, LossScaler, make_schedule, param_groups
 
 
@@ -103,6 +104,24 @@ def test_adamw_paths_agree_bitwise() -> None:
     train(b, AdamW(b.parameters(), **HYPER, foreach=False), range(10), "cpu")
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
+
+
+def test_chunked_update_matches_torch(monkeypatch) -> None:
+    # Chunks of 7 elements: every tensor of the net spans several chunks and most end in a short
+    # one; a transposed (strided) parameter takes the one-piece path.
+    monkeypatch.setattr(optim, "CHUNK", 7)
+    ours, ref = tiny_net("cpu"), tiny_net("cpu")
+    for net in (ours, ref):
+        net.up.weight = nn.Parameter(net.up.weight.detach().t().contiguous().t())
+    assert not ours.up.weight.is_contiguous()
+    opt = AdamW(param_groups(ours, 0.1), **HYPER)
+    ref_opt = torch.optim.AdamW(param_groups(ref, 0.1), **HYPER, foreach=False)
+    assert opt.param_groups[0]["foreach"] is None  # the default: chunks on the CPU
+    train(ours, opt, range(10), "cpu")
+    train(ref, ref_opt, range(10), "cpu")
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        assert p.numel() > 7, name
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=lambda m: f"{name}: {m}")
 
 
 def to_bytes(obj) -> io.BytesIO:
