@@ -37,7 +37,7 @@ from common import ROOT, SHAPES, environment, markdown_table, sync
 from minibert import AdamW, BertConfig, BertForMaskedLM, LengthGroupedSampler, MaskingCollator, Tokenizer
 from minibert.data import PackingCollator, pack_features, read_texts, tokenize_texts
 from minibert.optim import param_groups
-from minibert.trainer import autocast, resolve_precision
+from minibert.runtime import allow_tf32, autocast, resolve_precision
 
 
 def load_sequences(tokenizer: Tokenizer, n: int, max_length: int) -> tuple[list[dict], str]:
@@ -60,8 +60,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     precision = resolve_precision("auto", device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    allow_tf32(device)
     tokenizer = Tokenizer.from_vocab(ROOT / "vocab" / "zh.txt")
     features, source = load_sequences(tokenizer, args.sequences, args.max_length)
     lengths = [len(f["input_ids"]) for f in features]
