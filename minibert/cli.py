@@ -118,7 +118,7 @@ def add_fields(group, cls: type, added: set[str], prefixes: dict[str, str] | Non
             continue
         added.add(f.name)
         meta = dict(f.metadata)
-        text = (prefixes or {}).get(f.name, "") + meta.pop("help")
+        text = ((prefixes or {}).get(f.name, "") + meta.pop("help")).replace("%", "%%")  # argparse formats help
         if hints[f.name] is bool:
             if f.default:
                 group.add_argument(_flag("no_" + f.name), dest=f.name, action="store_false", help=f"do not {text}")

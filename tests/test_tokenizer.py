@@ -43,8 +43,8 @@ def hf(folder):
 
 
 @pytest.fixture(scope="module")
-def tok(folder):
-    return Tokenizer.from_pretrained(folder)
+def tok(minilm_tokenizer):
+    return minilm_tokenizer
 
 
 def assert_same(ours: Encoding, ref: dict) -> None:
