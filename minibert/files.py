@@ -11,21 +11,24 @@ from pathlib import Path
 BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark that Windows editors write
 
 
-def read_text(path: str | Path, error: type[Exception] = ValueError) -> str:
-    """The file's UTF-8 text, without a leading byte-order mark and with its line endings as they are.
+def read_text(path: str | Path, error: type[Exception] = ValueError, newlines: bool = False) -> str:
+    """The file's UTF-8 text, without a leading byte-order mark.
 
-    Bytes that are not UTF-8 raise `error("file:line: byte 0xNN is not valid UTF-8; convert ...")`.
+    Line endings stay as they are, or with newlines=True become "\n" from "\r\n" and "\r" (as
+    Python's text mode reads them). Bytes that are not UTF-8 raise
+    `error("file:line: byte 0xNN is not valid UTF-8; convert ...")`.
     """
     path = Path(path)
     raw = path.read_bytes()
     if raw.startswith(BOM):
         raw = raw[len(BOM):]
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise error(f"{path}:{line}: byte 0x{raw[e.start]:02x} is not valid UTF-8; convert the file to UTF-8 "
                     f"(e.g. iconv -f GBK -t UTF-8 {path.name} > fixed{path.suffix})") from None
+    return text.replace("\r\n", "\n").replace("\r", "\n") if newlines else text
 
 
 def read_json(path: str | Path, what: str = "", error: type[Exception] = ValueError) -> object:

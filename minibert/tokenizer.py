@@ -98,7 +98,7 @@ class Tokenizer:
             raise FileNotFoundError(f"{vocab_file}: vocabulary file not found")
         # Line breaks are \n, \r\n or \r, as transformers reads the file; not str.splitlines(), which
         # would also split on exotic separators that are tokens.
-        lines = read_text(vocab_file).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        lines = read_text(vocab_file, newlines=True).split("\n")
         if lines and lines[-1] == "":
             lines.pop()
         vocab: dict[str, int] = {}

@@ -152,6 +152,9 @@ def test_sharded_safetensors(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     torch.testing.assert_close(_logits(BertForMaskedLM.from_pretrained(tmp_path).eval()), _logits(model))
+    (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": {\n  "a": }')
+    with pytest.raises(CheckpointError, match=r"model.safetensors.index.json:2: shard index is not valid JSON"):
+        BertForMaskedLM.from_pretrained(tmp_path)
 
 
 def test_wrong_shape_names_the_key(tmp_path):
