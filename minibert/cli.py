@@ -1,7 +1,9 @@
 """Command lines of train.py / minibert-train and predict.py / minibert-predict.
 
-Both are thin layers over the library: parse flags, build the pieces, print what happens. Every
-expected failure (bad file, bad folder, bad flag) is one line on stderr and exit status 2.
+Both are thin layers over the library: parse flags, build the pieces, print what happens. train.py's
+flags are made from the fields of TrainConfig and of the task dataclasses (tasks.py), so a setting
+is declared once, with its help text; the task object then reads the data and builds the batches.
+Every expected failure (bad file, bad folder, bad flag) is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ SHIPPED_MODEL = ROOT / "models" / "zh-small"
 DEMO_TRAIN = ROOT / "examples" / "three_kingdoms.json"
 DEMO_OUTPUT = Path("output") / "three_kingdoms"
 DEMO_QUERY = "三国人物诸葛[MASK]"
-# Defaults that depend on the job (measured on models/zh-small; README "Fine-tuning defaults").
+# Defaults that depend on the job; README "Fine-tuning defaults" says why these values.
 SCRATCH_LR = 1e-3  # pre-training from --config
-MLM_FINETUNE_LR = 1e-4  # teaches a new name without costing more than ~1.5 points of held-out accuracy
+MLM_FINETUNE_LR = 1e-4  # fill-mask fine-tuning of a trained model
 DEMO_EPOCHS, DEMO_BATCH = 10, 8  # the default job: 60 sentences, 80 steps
-DEFAULT_MAX_LENGTH = 128
+DEFAULT_MAX_LENGTH = 128  # --max-length; the model's own positions cap it
 
 
 class UsageError(Exception):

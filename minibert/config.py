@@ -15,6 +15,12 @@ from .files import read_json
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
+def option(default, help: str, **flag):
+    """A dataclass field of a setting that train.py offers as a flag: its default, its help text, and
+    where the type says too little, the flag's argparse `choices`, `type` (a parser) or `metavar`."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass
 class BertConfig:
     vocab_size: int = 30522  # rows of the word-embedding table (and of the tied MLM decoder)

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import torch
 
-from .config import BertConfig
+from .config import BertConfig, option
 from .data.collators import ClassificationCollator, MaskingCollator, PackingCollator
 from .data.features import load_mlm_features, pack_features, tokenize_examples
 from .data.readers import build_label_map, encode_labels, is_regression, read_labelled
@@ -73,20 +73,18 @@ class MaskedLM(Task):
     name: ClassVar[str] = "mlm"
     model_class: ClassVar[type] = BertForMaskedLM
 
-    mlm_probability: float = field(default=0.15, metadata={"help": "fraction of tokens chosen for prediction"})
-    mask_prob: float = field(default=0.8, metadata={"help": "of the chosen tokens, the fraction replaced by [MASK]"})
-    random_prob: float = field(default=0.1, metadata={
-        "help": "of the chosen tokens, the fraction replaced by a random token; the rest stay as they are"})
-    whole_word_mask: bool = field(default=False, metadata={
-        "help": "mask whole space-separated words (for Chinese: pre-segmented text)"})
-    group_texts: bool = field(default=False, metadata={
-        "help": "concatenate lines into full --max-length blocks (pre-training) instead of one example per line"})
-    pack: bool = field(default=False, metadata={
-        "help": "put several lines into each --max-length row, attention kept within each line (the same loss as "
-                "unpacked); --batch-size then counts rows. Measured on 2 CPU cores (zh-small, 692 corpus lines): "
-                "padding 4.3% -> 0.3% of each batch, but 1.01x the tokens/s of the default length-grouped "
-                "batches (BENCHMARKS.md)"})
-    text_column: str = field(default="text", metadata={"help": "text field/column"})
+    mlm_probability: float = option(0.15, "fraction of tokens chosen for prediction")
+    mask_prob: float = option(0.8, "of the chosen tokens, the fraction replaced by [MASK]")
+    random_prob: float = option(0.1, "of the chosen tokens, the fraction replaced by a random token; the rest "
+                                "stay as they are")
+    whole_word_mask: bool = option(False, "mask whole space-separated words (for Chinese: pre-segmented text)")
+    group_texts: bool = option(False, "concatenate lines into full --max-length blocks (pre-training) instead of "
+                               "one example per line")
+    pack: bool = option(False, "put several lines into each --max-length row, attention kept within each line "
+                        "(the same loss as unpacked); --batch-size then counts rows. Measured on 2 CPU cores "
+                        "(zh-small, 692 corpus lines): padding 4.3% -> 0.3% of each batch, but 1.01x the tokens/s "
+                        "of the default length-grouped batches (BENCHMARKS.md)")
+    text_column: str = option("text", "text field/column")
 
     def load(self, tokenizer: Tokenizer, config: BertConfig, max_length: int, train_file: Path,
              eval_file: Path | None = None, eval_split: float = 0.0, seed: int = 0) -> TaskData:
@@ -135,9 +133,9 @@ class SequenceClassification(Task):
     name: ClassVar[str] = "classify"
     model_class: ClassVar[type] = BertForSequenceClassification
 
-    text_column: str = field(default="text", metadata={"help": "text field/column"})
-    label_column: str = field(default="label", metadata={"help": "label field/column"})
-    pair_column: str = field(default="text_pair", metadata={"help": "second-text field/column"})
+    text_column: str = option("text", "text field/column")
+    label_column: str = option("label", "label field/column")
+    pair_column: str = option("text_pair", "second-text field/column")
     regression: bool = field(default=False, init=False)  # set by load() from the training labels
 
     @property

@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import convert_from_hf, read_weights
+from .config import option
 from .data.sampler import LengthGroupedSampler
 from .metrics import evaluate
 from .optim import AdamW, LossScaler, make_schedule, param_groups
@@ -56,45 +57,35 @@ def parse_betas(text: str) -> tuple[float, float]:
     return b1, b2
 
 
-def _help(text: str, **flag) -> dict:
-    """A field's metadata: its help text, and what else train.py's flag needs (choices, type, metavar)."""
-    return {"help": text, **flag}
-
-
 @dataclass
 class TrainConfig:
-    output: str = field(default="output", metadata=_help("folder for the model, checkpoints and metrics.jsonl"))
-    epochs: int = field(default=3, metadata=_help("passes over the data (ignored when max_steps is set)"))
-    max_steps: int | None = field(default=None, metadata=_help("optimizer steps to run; overrides epochs"))
-    batch_size: int = field(default=32, metadata=_help("sequences per micro-batch per process"))
-    grad_accum: int = field(default=1, metadata=_help("micro-batches per optimizer step"))
-    lr: float = field(default=5e-5, metadata=_help("peak learning rate"))
-    weight_decay: float = field(default=0.01, metadata=_help(
-        "AdamW decoupled weight decay, not applied to biases and LayerNorms"))
-    adam_betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_help(
-        "AdamW beta1,beta2", type=parse_betas, metavar="B1,B2"))
-    adam_eps: float = field(default=1e-6, metadata=_help("AdamW epsilon"))
-    warmup: float = field(default=0.1, metadata=_help(
-        "warm-up: a fraction of all steps (< 1) or a number of steps (>= 1)"))
-    schedule: str = field(default="linear", metadata=_help(
-        "learning-rate schedule after warm-up", choices=("linear", "cosine", "constant")))
-    max_grad_norm: float = field(default=1.0, metadata=_help("clip the global gradient norm to this, 0 = off"))
-    precision: str = field(default="auto", metadata=_help(
-        "auto: on GPUs bf16 autocast (fp16 where bf16 is missing); on CPUs bf16 only with native bf16 "
-        "(AMX/AVX512-BF16), else fp32", choices=("auto", "fp32", "bf16", "fp16")))
-    seed: int = field(default=0, metadata=_help("seed for init, data order and masking"))
-    max_length: int | None = field(default=None, metadata=_help(
-        "tokens per sequence, longer texts are truncated; recorded so that a resumed run can check it "
-        "continues the same one"))
-    eval_every: int = field(default=0, metadata=_help("evaluate every N steps, 0 = only at the end"))
-    save_every: int = field(default=0, metadata=_help("checkpoint every N steps, 0 = only the final model"))
-    keep_checkpoints: int = field(default=2, metadata=_help("keep the last K checkpoint folders"))
-    log_every: int = field(default=10, metadata=_help("steps between metrics.jsonl lines and progress-bar updates"))
-    device: str = field(default="auto", metadata=_help("auto, cpu, cuda or cuda:N"))
-    compile: bool = field(default=False, metadata=_help(
-        "torch.compile the model: pays off on GPUs for runs of many steps; on CPU the compile time rarely "
-        "pays back"))
-    progress: bool = field(default=True, metadata=_help("show a progress bar"))
+    """How to train; train.py makes a flag of each field (config.option holds its help text)."""
+
+    output: str = option("output", "folder for the model, checkpoints and metrics.jsonl")
+    epochs: int = option(3, "passes over the data (ignored when --max-steps is set)")
+    max_steps: int | None = option(None, "optimizer steps to run; overrides --epochs")
+    batch_size: int = option(32, "sequences per micro-batch per process")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    lr: float = option(5e-5, "peak learning rate")
+    weight_decay: float = option(0.01, "AdamW decoupled weight decay, not applied to biases and LayerNorms")
+    adam_betas: tuple[float, float] = option((0.9, 0.999), "AdamW beta1,beta2", type=parse_betas, metavar="B1,B2")
+    adam_eps: float = option(1e-6, "AdamW epsilon")
+    warmup: float = option(0.1, "warm-up: a fraction of all steps (< 1) or a number of steps (>= 1)")
+    schedule: str = option("linear", "learning-rate schedule after warm-up", choices=("linear", "cosine", "constant"))
+    max_grad_norm: float = option(1.0, "clip the global gradient norm to this, 0 = off")
+    precision: str = option("auto", "auto: on GPUs bf16 autocast (fp16 where bf16 is missing); on CPUs bf16 only "
+                            "with native bf16 (AMX/AVX512-BF16), else fp32", choices=("auto", "fp32", "bf16", "fp16"))
+    seed: int = option(0, "seed for init, data order and masking")
+    max_length: int | None = option(None, "tokens per sequence, longer texts are truncated; recorded so that "
+                                    "--resume can check it continues the same run")
+    eval_every: int = option(0, "evaluate every N steps, 0 = only at the end")
+    save_every: int = option(0, "checkpoint every N steps, 0 = only the final model")
+    keep_checkpoints: int = option(2, "keep the last K checkpoint folders")
+    log_every: int = option(10, "steps between metrics.jsonl lines and progress-bar updates")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    compile: bool = option(False, "torch.compile the model: pays off on GPUs for runs of many steps; on CPU the "
+                           "compile time rarely pays back")
+    progress: bool = option(True, "show a progress bar")
 
 
 def capture_rng() -> dict:
