@@ -14,7 +14,6 @@ from conftest import minilm_dir, tiny_config
 
 from minibert import BertForMaskedLM, BertForSequenceClassification, MaskedLM, MaskingCollator, Tokenizer
 from minibert.data import ClassificationCollator, tokenize_texts
-from minibert.metrics import macro_f1
 from minibert.tasks import SequenceClassification
 from minibert.trainer import STATE_FILE, TrainConfig, Trainer, TrainingError, list_checkpoints
 
@@ -182,13 +181,6 @@ def test_classification_eval_metrics(tok, tmp_path):
     assert set(ev) >= {"eval_loss", "accuracy", "macro_f1"}
     assert ev["accuracy"] >= 0.9  # it can memorise 12 sentences
     assert (tmp_path / "best" / "config.json").is_file()
-
-
-def test_macro_f1():
-    pred = torch.tensor([0, 0, 1, 1, 2, 2])
-    gold = torch.tensor([0, 1, 1, 1, 2, 0])
-    # class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp0 fn1 -> 0.8; class 2: tp1 fp1 fn0 -> 2/3
-    assert macro_f1(pred, gold, 3) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
 
 
 def _ddp_worker(rank: int, world: int, init: str, out: str, vocab_dir: str):
