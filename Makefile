@@ -4,7 +4,7 @@ PIP     := $(PY) -m pip
 TORCH   := torch==2.13.0
 STAMP   := .venv/.installed
 
-.PHONY: setup test demo data pretrain lint clean
+.PHONY: setup test test-fast demo data pretrain lint clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(PY) -m pytest
+
+# Everything but the tests marked slow (shipped-model fine-tuning, scripts run as subprocesses).
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
 
 # The default job: the shipped model before fine-tuning, fine-tuning on the Three Kingdoms
 # sentences (train.py's defaults), and the fine-tuned model after.

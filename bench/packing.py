@@ -1,8 +1,8 @@
 """Less padding: padded batches (random or length-grouped) against packed rows, in real tokens per second.
 
-The sequences are --sequences lines of data/zh/pretrain.txt (random, seed 0), tokenized one per line
-and truncated to --max-length, as line-by-line MLM training sees them (examples/three_kingdoms.json
-when the corpus is absent). Each variant trains one epoch over the same sequences:
+The sequences are --sequences lines of --data (data/zh/pretrain.txt by default, examples/three_kingdoms.json
+when the corpus is absent; random, seed 0), tokenized one per line and truncated to --max-length, as
+line-by-line MLM training sees them. Each variant trains one epoch over the same sequences:
     padded random   MaskingCollator batches of --batch-size sequences in random order
     padded grouped  the same, batched by LengthGroupedSampler (the trainer's sampler)
     packed          pack_features rows (block-diagonal attention, positions restarting per sequence)
@@ -29,6 +29,7 @@ import os
 import random
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,12 +38,14 @@ from common import ROOT, SHAPES, environment, markdown_table, sync
 from minibert import AdamW, BertConfig, BertForMaskedLM, LengthGroupedSampler, MaskingCollator, Tokenizer
 from minibert.data import PackingCollator, pack_features, read_texts, tokenize_texts
 from minibert.optim import param_groups
-from minibert.trainer import autocast, resolve_precision
+from minibert.runtime import allow_tf32, autocast, resolve_precision
 
 
-def load_sequences(tokenizer: Tokenizer, n: int, max_length: int) -> tuple[list[dict], str]:
-    corpus = ROOT / "data" / "zh" / "pretrain.txt"
-    path = corpus if corpus.exists() else ROOT / "examples" / "three_kingdoms.json"
+def load_sequences(tokenizer: Tokenizer, n: int, max_length: int, path: Path | None) -> tuple[list[dict], str]:
+    if path is None:
+        corpus = ROOT / "data" / "zh" / "pretrain.txt"
+        path = corpus if corpus.exists() else ROOT / "examples" / "three_kingdoms.json"
+    path = path.resolve()
     texts = read_texts(path)
     random.Random(0).shuffle(texts)
     return tokenize_texts(tokenizer, texts[:n], max_length), str(path.relative_to(ROOT))
@@ -51,6 +54,8 @@ def load_sequences(tokenizer: Tokenizer, n: int, max_length: int) -> tuple[list[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--data", type=Path, default=None,
+                        help="text file, one sequence per line (default: data/zh/pretrain.txt, else the example)")
     parser.add_argument("--sequences", type=int, default=1024, help="sequences in the epoch each variant trains")
     parser.add_argument("--batch-size", type=int, default=32, help="sequences per padded batch")
     parser.add_argument("--max-length", type=int, default=128)
@@ -60,10 +65,9 @@ def main() -> None:
 
     device = torch.device(args.device)
     precision = resolve_precision("auto", device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    allow_tf32(device)
     tokenizer = Tokenizer.from_vocab(ROOT / "vocab" / "zh.txt")
-    features, source = load_sequences(tokenizer, args.sequences, args.max_length)
+    features, source = load_sequences(tokenizer, args.sequences, args.max_length, args.data)
     lengths = [len(f["input_ids"]) for f in features]
     start = time.perf_counter()
     packed = pack_features(features, args.max_length)
@@ -141,8 +145,9 @@ def main() -> None:
     print(f"\nload average at the end: {env['load_average_end'][0]:.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"env": env, "args": vars(args), "precision": precision, "source": source,
-                       "pack_ms": pack_s * 1e3, "rows_per_batch": rows_per_batch, "results": results}, f, indent=2)
+            json.dump({"env": env, "args": {k: str(v) for k, v in vars(args).items()}, "precision": precision,
+                       "source": source, "pack_ms": pack_s * 1e3, "rows_per_batch": rows_per_batch,
+                       "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import torch
 
 from minibert import TextClassifier
 from minibert.data import read_labelled
-from minibert.trainer import classification_metrics
+from minibert.metrics import classification_metrics
 
 
 def snownlp_predict(train, test) -> list[str]:

@@ -37,7 +37,6 @@ import json
 import os
 import statistics
 import time
-from contextlib import nullcontext
 
 import torch
 from common import SHAPES, environment, markdown_table, run_probe, sync
@@ -46,7 +45,7 @@ from torch.profiler import ProfilerActivity, profile
 from minibert import AdamW, BertConfig, BertForMaskedLM
 from minibert.model import flops_per_token
 from minibert.optim import param_groups
-from minibert.trainer import cpu_has_native_bf16
+from minibert.runtime import allow_tf32, autocast, cpu_has_native_bf16
 
 IMPLS = ("minibert", "transformers")
 MASK_ID = 4  # a stand-in [MASK]: the weights are random, so any ordinary id will do
@@ -87,10 +86,6 @@ def build(impl: str, shape: str, device: torch.device) -> tuple[torch.nn.Module,
     return model, torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, foreach=True)
 
 
-def autocast(device: torch.device, precision: str):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
-
-
 def train_step(model, optimizer, batch: dict[str, torch.Tensor], device: torch.device, precision: str) -> None:
     with autocast(device, precision):
         loss = model(**batch).loss  # both libraries take these keyword names
@@ -103,8 +98,7 @@ def peak_memory(impl: str, shape: str, precision: str, batch_size: int, seq: int
     """Run in a fresh process (see the module docstring): the peak of live tensor bytes while the model
     and optimizer are built and two steps run, above what was live before."""
     device = torch.device(device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    allow_tf32(device)
     batch = make_batch(shape, batch_size, seq, device)
     if device.type == "cuda":
         sync(device)
@@ -157,8 +151,7 @@ def main() -> None:
     for p in precisions:
         if p not in ("fp32", "bf16"):
             parser.error(f"--precisions: unknown precision {p!r}; use fp32 and/or bf16")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True  # what the trainer does for fp32
+    allow_tf32(device)  # what the trainer does for fp32
     peak_tflops = args.peak_tflops or default_peak_tflops(device)
     env = environment(device)
     tokens_per_step = args.batch_size * args.seq

@@ -4,11 +4,14 @@ A folder holds `config.json`, the weights (`model.safetensors`, a sharded
 `model.safetensors.index.json`, or `pytorch_model.bin`), and the tokenizer files. Names are
 translated by one table; every key of a checkpoint is accounted for: consumed, dropped on
 purpose, or reported.
+
+Generic over model classes: a class is built as `cls(config)`, saved under its own name in
+`architectures`, and says by its `key_prefix` attribute how its parameter names relate to the
+table's. This module never imports model.py (model.py imports it).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -21,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import BertConfig
-from .model import BertForMaskedLM, BertForSequenceClassification, BertModel
+from .files import read_json
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -72,13 +75,6 @@ KEY_TABLE: dict[str, str | tuple[str, int] | None] = {
 # Parameters a model may be missing from a checkpoint because they are new for the task: they
 # keep their fresh initialisation, with a warning. Any other missing parameter is an error.
 NEW_HEAD_PREFIXES = ("head.", "classifier.", "bert.pooler.")
-
-ARCHITECTURES = {
-    BertModel: "BertModel",
-    BertForMaskedLM: "BertForMaskedLM",
-    BertForSequenceClassification: "BertForSequenceClassification",
-}
-
 
 class CheckpointError(ValueError):
     """A checkpoint folder that cannot be loaded; the message names the file or key."""
@@ -134,10 +130,10 @@ def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     for index_name, loader in ((SAFETENSORS_INDEX, _load_safetensors), (BIN_INDEX, _load_bin)):
         if (folder / index_name).is_file():
             index = folder / index_name
-            try:
-                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise CheckpointError(f"{index}: not a valid shard index ({e})") from None
+            weight_map = read_json(index, "shard index is ", CheckpointError)
+            if not isinstance(weight_map, dict) or not isinstance(weight_map.get("weight_map"), dict):
+                raise CheckpointError(f"{index}: not a valid shard index (no 'weight_map' object)")
+            weight_map = weight_map["weight_map"]
             state: dict[str, torch.Tensor] = {}
             for shard in sorted(set(weight_map.values())):
                 if not (folder / shard).is_file():
@@ -179,8 +175,8 @@ def _load_bin(path: Path) -> dict[str, torch.Tensor]:
 def convert_from_hf(hf_state: dict[str, torch.Tensor], model: torch.nn.Module, source: str = "checkpoint"
                     ) -> tuple[dict[str, torch.Tensor], LoadReport]:
     """Translate a Hugging Face state dict to `model`'s names, checking every key and shape."""
-    bare = isinstance(model, BertModel)
-    expected = {("bert." + k if bare else k): v for k, v in model.state_dict().items()}
+    prefix = model.key_prefix
+    expected = {prefix + k: v for k, v in model.state_dict().items()}
     ours: dict[str, torch.Tensor] = {}
     qkv_parts: dict[str, dict[int, torch.Tensor]] = {}
     report = LoadReport()
@@ -227,10 +223,8 @@ def convert_from_hf(hf_state: dict[str, torch.Tensor], model: torch.nn.Module, s
             f"{source}: missing weight {_our_to_hf_name(fatal[0])}"
             + (f" (and {len(fatal) - 1} more)" if len(fatal) > 1 else "")
         )
-    report.new = missing
-    if bare:
-        ours = {k.removeprefix("bert."): v for k, v in ours.items()}
-        report.new = [k.removeprefix("bert.") for k in report.new]
+    ours = {k.removeprefix(prefix): v for k, v in ours.items()}
+    report.new = [k.removeprefix(prefix) for k in missing]
     return ours, report
 
 
@@ -258,14 +252,15 @@ def _hf_names_for(name: str) -> list[str]:
 
 
 def convert_to_hf(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return state_to_hf(model.state_dict(), bare=isinstance(model, BertModel))
+    return state_to_hf(model.state_dict(), model.key_prefix)
 
 
-def state_to_hf(state: dict[str, torch.Tensor], bare: bool = False) -> dict[str, torch.Tensor]:
-    """Our names -> HF names; `bare` for a BertModel's state (no `bert.` prefix on either side)."""
+def state_to_hf(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """Our names -> HF names. prefix: the model class's key_prefix ("bert." for a bare BertModel,
+    whose names lack it on both sides)."""
     hf: dict[str, torch.Tensor] = {}
     for name, tensor in state.items():
-        names = _hf_names_for("bert." + name if bare else name)
+        names = _hf_names_for(prefix + name)
         if not names:
             raise AssertionError(f"no Hugging Face name for parameter {name}")
         if len(names) == 3:  # fused QKV -> query, key, value
@@ -273,9 +268,7 @@ def state_to_hf(state: dict[str, torch.Tensor], bare: bool = False) -> dict[str,
                 hf[hf_name] = part
         else:
             hf[names[0]] = tensor
-    if bare:
-        hf = {k.removeprefix("bert."): v for k, v in hf.items()}
-    return hf
+    return {k.removeprefix(prefix): v for k, v in hf.items()}
 
 
 # ----------------------------------------------------------------------------- folders
@@ -297,9 +290,8 @@ def load_config(folder: str | Path, **overrides) -> BertConfig:
 def from_pretrained(cls: type, folder: str | Path, config: BertConfig | None = None, **overrides):
     """Build `cls` from a folder. Keyword overrides change config fields (e.g. id2label).
 
-    The model is built on the CPU with its random init, then overwritten. Building on the meta
-    device instead was measured slower in a fresh process (1.35 s against 0.06 s for zh-small,
-    1.06 s for bert-base): its first use pays for torch's meta-tensor machinery.
+    The model is built on the CPU with its random init, then overwritten: in a fresh process that is
+    faster than building on the meta device, whose first use is costly (BENCHMARKS.md).
     """
     folder = Path(folder)
     cfg = config if config is not None else load_config(folder, **overrides)
@@ -322,7 +314,7 @@ def save_pretrained(model: torch.nn.Module, folder: str | Path, tokenizer=None,
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = model.config
-    cfg.architectures = [ARCHITECTURES[type(model)]]
+    cfg.architectures = [type(model).__name__]
     state = {
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in convert_to_hf(model).items()

@@ -1,7 +1,9 @@
 """Command lines of train.py / minibert-train and predict.py / minibert-predict.
 
-Both are thin layers over the library: parse flags, build the pieces, print what happens. Every
-expected failure (bad file, bad folder, bad flag) is one line on stderr and exit status 2.
+Both are thin layers over the library: parse flags, build the pieces, print what happens. train.py's
+flags are made from the fields of TrainConfig and of the task dataclasses (tasks.py), so a setting
+is declared once, with its help text; the task object then reads the data and builds the batches.
+Every expected failure (bad file, bad folder, bad flag) is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -10,21 +12,24 @@ import argparse
 import dataclasses
 import json
 import os
-import random
 import shutil
 import sys
+import typing
 import warnings
 from pathlib import Path
+
+from .files import read_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "models" / "zh-small"
 DEMO_TRAIN = ROOT / "examples" / "three_kingdoms.json"
 DEMO_OUTPUT = Path("output") / "three_kingdoms"
 DEMO_QUERY = "三国人物诸葛[MASK]"
-# Defaults that depend on the job (measured on models/zh-small; README "Fine-tuning defaults").
+# Defaults that depend on the job; README "Fine-tuning defaults" says why these values.
 SCRATCH_LR = 1e-3  # pre-training from --config
-MLM_FINETUNE_LR = 1e-4  # teaches a new name without costing more than ~1.5 points of held-out accuracy
+MLM_FINETUNE_LR = 1e-4  # fill-mask fine-tuning of a trained model
 DEMO_EPOCHS, DEMO_BATCH = 10, 8  # the default job: 60 sentences, 80 steps
+DEFAULT_MAX_LENGTH = 128  # --max-length; the model's own positions cap it
 
 
 class UsageError(Exception):
@@ -41,7 +46,7 @@ def _run(prog: str, fn, argv) -> int:
     import torch
 
     from .checkpoint import CheckpointError
-    from .data import DataError
+    from .data.readers import DataError
     from .trainer import TrainingError
 
     try:
@@ -58,23 +63,6 @@ def _run(prog: str, fn, argv) -> int:
             return _fail(prog, "out of memory; lower --batch-size (raise --grad-accum to keep the effective "
                                "batch) or --max-length")
         raise
-
-
-def _check_device(name: str) -> None:
-    """--device must name a device this machine has; torch's own errors here are tracebacks."""
-    import torch
-
-    if name == "auto":
-        return
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: no CUDA GPU is available; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
-                         f"numbered from 0")
 
 
 def _show_warnings() -> None:
@@ -100,9 +88,68 @@ TRAIN_EPILOG = """examples:
   # several processes (GPUs, or CPU with gloo)
   torchrun --nproc_per_node=4 train.py ...
 """
+TRAIN_ARGS = "train_args.json"  # the resolved settings, written to --output
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _scalar_type(hint) -> type:
+    """int, float or str, from a field's type (`int | None` -> int)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _show_default(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def add_fields(group, cls: type, added: set[str], prefixes: dict[str, str] | None = None,
+               defaults: dict[str, tuple] | None = None) -> None:
+    """One flag per field of dataclass `cls`, from its type, default and metadata (help, and choices,
+    type or metavar where the type says too little); fields in `added` already have a flag.
+
+    A bool field that is off by default is a switch (--compile); one that is on, a --no- switch
+    (--no-progress). prefixes: field -> words put before its help (the task a flag is for).
+    defaults: field -> (flag default, the default the help states), for defaults that depend on the job.
+    """
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name in added:
+            continue
+        added.add(f.name)
+        meta = dict(f.metadata)
+        text = ((prefixes or {}).get(f.name, "") + meta.pop("help")).replace("%", "%%")  # argparse formats help
+        if hints[f.name] is bool:
+            if f.default:
+                group.add_argument(_flag("no_" + f.name), dest=f.name, action="store_false", help=f"do not {text}")
+            else:
+                group.add_argument(_flag(f.name), action="store_true", help=text)
+            continue
+        default, shown = (defaults or {}).get(f.name, (f.default, f.default))
+        if shown is not None:
+            text += f" (default: {_show_default(shown)})"
+        meta["type"] = _argparse_type(meta["type"]) if "type" in meta else _scalar_type(hints[f.name])
+        group.add_argument(_flag(f.name), default=default, help=text, **meta)
+
+
+def _argparse_type(parse):
+    """A field's parser as an argparse type: its ValueError message becomes the flag's error."""
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
 def train_parser() -> argparse.ArgumentParser:
+    """The flags of TrainConfig and of every task (generated from their fields), plus the few that
+    say where the model and data come from and what to do with the output folder."""
+    from .tasks import TASKS
     from .trainer import TrainConfig
 
     d = TrainConfig()
@@ -111,7 +158,7 @@ def train_parser() -> argparse.ArgumentParser:
         description="Fine-tune (or pre-train) a BERT for masked-LM (cloze) or text classification. "
                     "With no arguments: fine-tune the shipped model on the Three Kingdoms example.")
     g = p.add_argument_group("what to train")
-    g.add_argument("--task", choices=["mlm", "classify"], default="mlm",
+    g.add_argument("--task", choices=list(TASKS), default="mlm",
                    help="mlm: masked-language-model (fill-mask) training; classify: sequence classification "
                         "(default: %(default)s)")
     g.add_argument("--model", type=Path, default=None,
@@ -121,6 +168,13 @@ def train_parser() -> argparse.ArgumentParser:
                    help="train from scratch: a config.json or a preset name (tiny, zh-small, bert-base); "
                         "needs --vocab")
     g.add_argument("--vocab", type=Path, default=None, help="vocab.txt for --config (default: vocab/zh.txt)")
+    g.add_argument("--dropout", type=float, default=None, metavar="P",
+                   help="hidden and attention dropout for this run (default: the model's config.json, 0.1 for "
+                        "the presets). 0 suits pre-training from scratch. The saved config.json keeps the "
+                        "model's own value, for fine-tuning later, unless --dropout-in-config")
+    g.add_argument("--dropout-in-config", action="store_true",
+                   help="write --dropout into the saved config.json too")
+
     g = p.add_argument_group("data")
     g.add_argument("--train", type=Path, default=None,
                    help="training file: .txt/.json/.jsonl for mlm; .json/.jsonl/.csv/.tsv with text and label "
@@ -128,88 +182,26 @@ def train_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval", type=Path, default=None, help="evaluation file in the same format")
     g.add_argument("--eval-split", type=float, default=0.0,
                    help="hold out this fraction of --train for evaluation, seeded by --seed (default: none)")
-    g.add_argument("--max-length", type=int, default=128, help="tokens per sequence, longer texts are truncated "
-                   "(default: %(default)s)")
-    g.add_argument("--mlm-probability", type=float, default=0.15,
-                   help="fraction of tokens chosen for prediction (default: %(default)s)")
-    g.add_argument("--mask-prob", type=float, default=0.8,
-                   help="of the chosen tokens, the fraction replaced by [MASK] (default: %(default)s)")
-    g.add_argument("--random-prob", type=float, default=0.1,
-                   help="of the chosen tokens, the fraction replaced by a random token; the rest stay as they "
-                        "are (default: %(default)s)")
-    g.add_argument("--whole-word-mask", action="store_true",
-                   help="mask whole space-separated words (for Chinese: pre-segmented text)")
-    g.add_argument("--group-texts", action="store_true",
-                   help="mlm: concatenate lines into full --max-length blocks (pre-training) instead of one "
-                        "example per line")
-    g.add_argument("--text-column", default="text", help="text field/column (default: %(default)s)")
-    g.add_argument("--label-column", default="label", help="label field/column (default: %(default)s)")
-    g.add_argument("--pair-column", default="text_pair", help="second-text field/column (default: %(default)s)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=None, help=f"passes over the data (default: {d.epochs}; "
-                   f"{DEMO_EPOCHS} for the default job)")
-    g.add_argument("--max-steps", type=int, default=None, help="optimizer steps; overrides --epochs")
-    g.add_argument("--batch-size", type=int, default=None,
-                   help=f"sequences per micro-batch per process (default: {d.batch_size}; {DEMO_BATCH} for the "
-                        "default job)")
-    g.add_argument("--grad-accum", type=int, default=d.grad_accum,
-                   help="micro-batches per optimizer step (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=None,
-                   help=f"peak learning rate (default: {SCRATCH_LR:g} from scratch, {MLM_FINETUNE_LR:g} for mlm "
-                        f"fine-tuning, {d.lr:g} for classify)")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay, not applied "
-                   "to biases and LayerNorms (default: %(default)s)")
-    g.add_argument("--warmup", type=float, default=d.warmup,
-                   help="warm-up: a fraction of all steps (<1) or a number of steps (default: %(default)s)")
-    g.add_argument("--schedule", choices=["linear", "cosine", "constant"], default=d.schedule,
-                   help="learning-rate schedule after warm-up (default: %(default)s)")
-    g.add_argument("--adam-betas", type=_betas, default=d.adam_betas, metavar="B1,B2",
-                   help=f"AdamW beta1,beta2 (default: {d.adam_betas[0]},{d.adam_betas[1]})")
-    g.add_argument("--adam-eps", type=float, default=d.adam_eps, help="AdamW epsilon (default: %(default)s)")
-    g.add_argument("--dropout", type=float, default=None, metavar="P",
-                   help="hidden and attention dropout for this run (default: the model's config.json, 0.1 for "
-                        "the presets). 0 suits pre-training from scratch. The saved config.json keeps the "
-                        "model's own value, for fine-tuning later, unless --dropout-in-config")
-    g.add_argument("--dropout-in-config", action="store_true",
-                   help="write --dropout into the saved config.json too")
-    g.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
-                   help="clip the gradient norm to this, 0 = off (default: %(default)s)")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=d.precision,
-                   help="auto: on GPUs bf16 autocast (fp16 where bf16 is missing); on CPUs bf16 only with native "
-                        "bf16 (AMX/AVX512-BF16), else fp32 (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=d.seed, help="seed for init, data order and masking "
-                   "(default: %(default)s)")
-    g = p.add_argument_group("output")
-    g.add_argument("--output", type=Path, default=None,
-                   help=f"folder for the model, checkpoints and metrics.jsonl (default: {DEMO_OUTPUT})")
+    added: set[str] = set()
+    options = {name: {f.name for f in dataclasses.fields(task) if f.init} for name, task in TASKS.items()}
+    shared = set.intersection(*options.values())  # these need no "mlm: " before their help
+    for name, task in TASKS.items():
+        add_fields(g, task, added, prefixes={f: f"{name}: " for f in options[name] - shared})
+
+    g = p.add_argument_group("training")
+    add_fields(g, TrainConfig, added, defaults={
+        "output": (None, f"{DEMO_OUTPUT} for the default job"),
+        "epochs": (None, f"{d.epochs}; {DEMO_EPOCHS} for the default job"),
+        "batch_size": (None, f"{d.batch_size}; {DEMO_BATCH} for the default job"),
+        "lr": (None, f"{SCRATCH_LR:g} from scratch, {MLM_FINETUNE_LR:g} for mlm fine-tuning, {d.lr:g} for classify"),
+        "max_length": (DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH),
+    })
+
+    g = p.add_argument_group("output folder")
     g.add_argument("--overwrite", action="store_true", help="replace a model already in --output")
-    g.add_argument("--eval-every", type=int, default=d.eval_every, help="evaluate every N steps, 0 = only at the "
-                   "end (default: %(default)s)")
-    g.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every N steps, 0 = none "
-                   "(default: %(default)s)")
-    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints,
-                   help="keep the last K checkpoints (default: %(default)s)")
     g.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue from the latest checkpoint in --output, or from PATH")
-    g.add_argument("--log-every", type=int, default=d.log_every, help="steps between log lines "
-                   "(default: %(default)s)")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("hardware")
-    g.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    g.add_argument("--compile", action="store_true",
-                   help="torch.compile the model: pays off on GPUs for runs of many steps; on CPU the compile "
-                        "time rarely pays back")
     return p
-
-
-def _betas(text: str) -> tuple[float, float]:
-    try:
-        b1, b2 = (float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give two numbers, e.g. 0.9,0.999") from None
-    if not (0 <= b1 < 1 and 0 <= b2 < 1):
-        raise argparse.ArgumentTypeError(f"{text!r}: both betas must be in [0, 1)")
-    return b1, b2
 
 
 def _init_distributed():
@@ -225,10 +217,49 @@ def _init_distributed():
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
+def _resolve_job(args) -> None:
+    """Fill in the flags whose default depends on the job, and check the ones that must be given."""
+    from .trainer import TrainConfig
+
+    default_job = args.model is None and args.config is None and args.train is None
+    if args.model is None and args.config is None:
+        args.model = SHIPPED_MODEL
+    if args.train is None:
+        if not default_job:
+            raise UsageError("--train FILE is required (the training data)")
+        args.train = DEMO_TRAIN
+    if args.output is None:
+        if not default_job:
+            raise UsageError("--output DIR is required (where the trained model goes)")
+        args.output = str(DEMO_OUTPUT)
+    if args.model is not None and args.config is not None:
+        raise UsageError("give either --model (fine-tune) or --config (train from scratch), not both")
+    if args.config is not None and args.vocab is None:
+        args.vocab = ROOT / "vocab" / "zh.txt"
+    if args.epochs is None:
+        args.epochs = DEMO_EPOCHS if default_job else TrainConfig.epochs
+    if args.batch_size is None:
+        args.batch_size = DEMO_BATCH if default_job else TrainConfig.batch_size
+    if args.lr is None:
+        args.lr = SCRATCH_LR if args.config else MLM_FINETUNE_LR if args.task == "mlm" else TrainConfig.lr
+    for flag, value, least in (("--batch-size", args.batch_size, 1), ("--grad-accum", args.grad_accum, 1),
+                               ("--log-every", args.log_every, 1), ("--keep-checkpoints", args.keep_checkpoints, 1),
+                               ("--eval-every", args.eval_every, 0), ("--save-every", args.save_every, 0)):
+        if value < least:
+            raise UsageError(f"{flag} {value}: must be at least {least}")
+    if args.dropout is not None and not 0 <= args.dropout < 1:
+        raise UsageError(f"--dropout {args.dropout}: must be in [0, 1)")
+    if args.dropout_in_config and args.dropout is None:
+        raise UsageError("--dropout-in-config needs --dropout P")
+    if args.pack and (args.task != "mlm" or args.group_texts):
+        raise UsageError("--pack is for --task mlm with one example per line; --group-texts blocks are full "
+                         "already")
+
+
 def _check_output(args) -> None:
     from .trainer import STATE_FILE
 
-    out: Path = args.output
+    out = Path(args.output)
     if args.resume not in (None, True) and not (Path(args.resume) / STATE_FILE).is_file():
         raise UsageError(f"--resume {args.resume}: not a checkpoint (no {STATE_FILE}); give a checkpoint-N "
                          f"folder, or --resume alone for the latest in --output")
@@ -248,69 +279,14 @@ def _check_output(args) -> None:
     (out / "metrics.jsonl").unlink(missing_ok=True)
 
 
-def _split(items: list, fraction: float, seed: int, what: str) -> tuple[list, list]:
-    if not 0 < fraction < 1:
-        raise UsageError(f"--eval-split {fraction}: use a fraction between 0 and 1, e.g. 0.1")
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    n_eval = max(1, round(len(items) * fraction))
-    if n_eval >= len(items):
-        raise UsageError(f"--eval-split {fraction} leaves no training data from {len(items)} {what}")
-    held = set(order[:n_eval])
-    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
-
-
-def train_command(argv: list[str] | None) -> int:
-    args = train_parser().parse_args(argv)
-    _show_warnings()
-    import torch
-
-    from . import data
-    from .checkpoint import from_pretrained, load_config
+def _start_point(args):
+    """(tokenizer, config, what to call it) of the model the run starts from: --config or --model."""
+    from .checkpoint import load_config
     from .config import PRESETS, BertConfig
-    from .model import BertForMaskedLM, BertForSequenceClassification, num_parameters, set_dropout
     from .tokenizer import Tokenizer
-    from .trainer import TrainConfig, Trainer
 
-    default_job = args.model is None and args.config is None and args.train is None
-    if args.model is None and args.config is None:
-        args.model = SHIPPED_MODEL
-    if args.train is None:
-        if not default_job:
-            raise UsageError("--train FILE is required (the training data)")
-        args.train = DEMO_TRAIN
-    if args.output is None:
-        if not default_job:
-            raise UsageError("--output DIR is required (where the trained model goes)")
-        args.output = DEMO_OUTPUT
-    if args.model is not None and args.config is not None:
-        raise UsageError("give either --model (fine-tune) or --config (train from scratch), not both")
-    if args.epochs is None:
-        args.epochs = DEMO_EPOCHS if default_job else TrainConfig.epochs
-    if args.batch_size is None:
-        args.batch_size = DEMO_BATCH if default_job else TrainConfig.batch_size
-    if args.lr is None:
-        args.lr = SCRATCH_LR if args.config else MLM_FINETUNE_LR if args.task == "mlm" else TrainConfig.lr
-    for flag, value, least in (("--batch-size", args.batch_size, 1), ("--grad-accum", args.grad_accum, 1),
-                               ("--log-every", args.log_every, 1), ("--keep-checkpoints", args.keep_checkpoints, 1),
-                               ("--eval-every", args.eval_every, 0), ("--save-every", args.save_every, 0)):
-        if value < least:
-            raise UsageError(f"{flag} {value}: must be at least {least}")
-    if args.dropout is not None and not 0 <= args.dropout < 1:
-        raise UsageError(f"--dropout {args.dropout}: must be in [0, 1)")
-    if args.dropout_in_config and args.dropout is None:
-        raise UsageError("--dropout-in-config needs --dropout P")
-    _check_device(args.device)
-    rank, world = _init_distributed()
-    if rank == 0:
-        _check_output(args)
-    torch.manual_seed(args.seed)
-
-    # ---- model and tokenizer
-    cls = BertForMaskedLM if args.task == "mlm" else BertForSequenceClassification
     if args.config is not None:
-        vocab = args.vocab or ROOT / "vocab" / "zh.txt"
-        tokenizer = Tokenizer.from_vocab(vocab, model_max_length=None)
+        tokenizer = Tokenizer.from_vocab(args.vocab, model_max_length=None)
         if args.config in PRESETS:
             cfg = BertConfig(**PRESETS[args.config], vocab_size=tokenizer.vocab_size)
         elif Path(args.config).is_file():
@@ -318,67 +294,21 @@ def train_command(argv: list[str] | None) -> int:
         else:
             raise UsageError(f"--config {args.config}: neither a file nor a preset ({', '.join(PRESETS)})")
         if cfg.vocab_size != tokenizer.vocab_size:
-            raise UsageError(f"--config vocab_size {cfg.vocab_size} differs from {vocab}'s {tokenizer.vocab_size} "
-                             f"tokens")
-        source = f"new {args.config} model"
-    else:
-        cfg = load_config(args.model)
-        tokenizer = Tokenizer.from_pretrained(args.model)
-        if tokenizer.vocab_size > cfg.vocab_size:
-            raise UsageError(f"{args.model}: the vocabulary has {tokenizer.vocab_size} tokens but config.json "
-                             f"says vocab_size {cfg.vocab_size}")
-        source = str(args.model)
-    max_length = min(args.max_length, cfg.max_position_embeddings)
-    if args.max_length > cfg.max_position_embeddings and rank == 0:
-        print(f"warning: --max-length {args.max_length} exceeds the model's {cfg.max_position_embeddings} "
-              f"positions; using {max_length}", file=sys.stderr)
+            raise UsageError(f"--config vocab_size {cfg.vocab_size} differs from {args.vocab}'s "
+                             f"{tokenizer.vocab_size} tokens")
+        return tokenizer, cfg, f"new {args.config} model"
+    cfg = load_config(args.model)
+    tokenizer = Tokenizer.from_pretrained(args.model)
+    if tokenizer.vocab_size > cfg.vocab_size:
+        raise UsageError(f"{args.model}: the vocabulary has {tokenizer.vocab_size} tokens but config.json "
+                         f"says vocab_size {cfg.vocab_size}")
+    return tokenizer, cfg, str(args.model)
 
-    # ---- data
-    if not args.train.is_file():
-        raise UsageError(f"{args.train}: training file not found")
-    if args.eval is not None and not args.eval.is_file():
-        raise UsageError(f"{args.eval}: evaluation file not found")
-    if args.task == "mlm":
-        load = lambda path: data.load_mlm_features(  # noqa: E731
-            path, tokenizer, max_length, args.whole_word_mask, args.group_texts, args.text_column)
-        train_features = load(args.train)
-        eval_features = load(args.eval) if args.eval else None
-        try:
-            collate = data.MaskingCollator(tokenizer, args.mlm_probability, args.mask_prob, args.random_prob,
-                                           whole_word_mask=args.whole_word_mask, seed=args.seed, rank=rank)
-        except ValueError as e:
-            flags = str(e).replace("mlm_probability", "--mlm-probability").replace("mask_prob", "--mask-prob") \
-                .replace("random_prob", "--random-prob")
-            raise UsageError(flags) from None
-        # Evaluation masks the standard 80/10/10 way, so numbers compare across runs and with predict.py --eval.
-        eval_collate = data.MaskingCollator(tokenizer, args.mlm_probability, whole_word_mask=args.whole_word_mask,
-                                            seed=args.seed + 1)
-        if args.eval_split:
-            train_features, eval_features = _split(train_features, args.eval_split, args.seed, "examples")
-        labels_note = ""
-    else:
-        columns = dict(text_column=args.text_column, label_column=args.label_column, pair_column=args.pair_column)
-        train_ex = data.read_labelled(args.train, **columns)
-        eval_ex = data.read_labelled(args.eval, **columns) if args.eval else None
-        if args.eval_split:
-            train_ex, eval_ex = _split(train_ex, args.eval_split, args.seed, "examples")
-        if data.is_regression(train_ex):
-            label2id, train_y = None, [float(e.label) for e in train_ex]
-            eval_y = [float(e.label) for e in eval_ex] if eval_ex else None
-            cfg = BertConfig.from_dict({**cfg.to_dict(), "num_labels": 1, "id2label": None, "label2id": None})
-        else:
-            label2id = data.build_label_map(train_ex)
-            train_y = data.encode_labels(train_ex, label2id, args.train)
-            eval_y = data.encode_labels(eval_ex, label2id, args.eval or args.train) if eval_ex else None
-            id2label = {i: name for name, i in label2id.items()}
-            cfg = BertConfig.from_dict({**cfg.to_dict(), "num_labels": len(label2id), "id2label": id2label,
-                                        "label2id": label2id})
-        train_features = data.tokenize_examples(tokenizer, train_ex, train_y, max_length)
-        eval_features = data.tokenize_examples(tokenizer, eval_ex, eval_y, max_length) if eval_ex else None
-        collate = eval_collate = data.ClassificationCollator(tokenizer.pad_token_id)
-        labels_note = f", labels: {', '.join(label2id)}" if label2id else ", regression"
-    if not train_features:
-        raise UsageError(f"{args.train}: no training examples")
+
+def _build_model(cls: type, cfg, args, rank: int):
+    """A fresh model for --config, else the --model checkpoint; then the run's --dropout."""
+    from .checkpoint import from_pretrained
+    from .model import set_dropout
 
     if args.config is not None:
         model = cls(cfg)
@@ -389,30 +319,71 @@ def train_command(argv: list[str] | None) -> int:
         for w in caught:
             if rank == 0:
                 print(f"note: {w.message}", file=sys.stderr)
-
     if args.dropout is not None:
         set_dropout(model, args.dropout)
         if args.dropout_in_config:
             model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = args.dropout
             if model.config.classifier_dropout is not None:
                 model.config.classifier_dropout = args.dropout
+    return model
 
-    tcfg = TrainConfig(
-        output=str(args.output), epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
-        adam_betas=args.adam_betas, adam_eps=args.adam_eps, max_length=max_length,
-        schedule=args.schedule, max_grad_norm=args.max_grad_norm, precision=args.precision, seed=args.seed,
-        eval_every=args.eval_every, save_every=args.save_every, keep_checkpoints=args.keep_checkpoints,
-        log_every=args.log_every, device=args.device, compile=args.compile, progress=not args.no_progress)
-    trainer = Trainer(model, tcfg, train_features, collate, eval_features, eval_collate, tokenizer)
+
+def _from_flags(cls: type, args, **resolved):
+    """An instance of dataclass `cls` from the flags train_parser made of its fields, with `resolved`
+    values in place of some flags'."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if f.init}
+    return cls(**{**values, **resolved})
+
+
+def train_command(argv: list[str] | None) -> int:
+    args = train_parser().parse_args(argv)
+    _show_warnings()
+    import torch
+
+    from .model import num_parameters
+    from .runtime import resolve_device
+    from .tasks import TASKS
+    from .trainer import TrainConfig, Trainer
+
+    _resolve_job(args)
+    resolve_device(args.device)  # a device this machine lacks fails here, before any work
+    rank, world = _init_distributed()
+    if rank == 0:
+        _check_output(args)
+    torch.manual_seed(args.seed)
+
+    task = _from_flags(TASKS[args.task], args)
+    tokenizer, cfg, source = _start_point(args)
+    max_length = min(args.max_length, cfg.max_position_embeddings)
+    if args.max_length > cfg.max_position_embeddings and rank == 0:
+        print(f"warning: --max-length {args.max_length} exceeds the model's {cfg.max_position_embeddings} "
+              f"positions; using {max_length}", file=sys.stderr)
+    if not args.train.is_file():
+        raise UsageError(f"{args.train}: training file not found")
+    if args.eval is not None and not args.eval.is_file():
+        raise UsageError(f"{args.eval}: evaluation file not found")
+    data = task.load(tokenizer, cfg, max_length, args.train, args.eval, args.eval_split, args.seed)
+    if not data.train:
+        raise UsageError(f"{args.train}: no training examples")
+    try:
+        collate = task.collator(tokenizer, seed=args.seed, rank=rank)
+    except ValueError as e:
+        raise UsageError(str(e).replace("mlm_probability", "--mlm-probability").replace("mask_prob", "--mask-prob")
+                         .replace("random_prob", "--random-prob")) from None
+    # Evaluation masks with a seed of its own (the trainer restores it before each evaluation).
+    eval_collate = task.eval_collator(tokenizer, seed=args.seed + 1)
+    model = _build_model(task.model_class, data.config, args, rank)
+    tcfg = _from_flags(TrainConfig, args, max_length=max_length)
+    trainer = Trainer(model, tcfg, task, data.train, collate, data.eval, eval_collate, tokenizer)
 
     if rank == 0:
-        n_tokens = sum(len(f["input_ids"]) for f in train_features)
+        cfg = model.config
+        n_tokens = sum(len(f["input_ids"]) for f in data.train)
         eff = args.batch_size * args.grad_accum * world
-        print(f"model:     {source} ({cls.__name__}, {num_parameters(model) / 1e6:.1f}M parameters, "
+        print(f"model:     {source} ({type(model).__name__}, {num_parameters(model) / 1e6:.1f}M parameters, "
               f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size})")
-        print(f"data:      {args.train}: {len(train_features)} examples, {n_tokens} tokens{labels_note}; "
-              f"eval: {len(eval_features) if eval_features else 0} examples")
+        print(f"data:      {args.train}: {len(data.train)} examples, {n_tokens} tokens{data.note}; "
+              f"eval: {len(data.eval) if data.eval else 0} examples")
         print(f"training:  {args.task}, {trainer.total_steps} steps, batch {eff} "
               f"({args.batch_size} x {args.grad_accum} accum x {world} processes), lr {args.lr}, "
               f"{args.schedule} schedule, max length {max_length}")
@@ -424,6 +395,7 @@ def train_command(argv: list[str] | None) -> int:
         print(f"hardware:  {trainer.device}, precision {trainer.precision}"
               f"{', compiled' if args.compile else ''}")
         print(f"output:    {args.output}")
+        _write_train_args(args, task, tcfg)
     summary = trainer.train(resume=args.resume)
     if rank == 0:
         print(f"saved the model to {args.output} after {summary['steps']} steps in {summary['seconds']:.1f}s "
@@ -432,6 +404,15 @@ def train_command(argv: list[str] | None) -> int:
             print("final eval: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                              for k, v in summary["eval"].items() if k not in ("step", "tokens")))
     return 0
+
+
+def _write_train_args(args, task, tcfg) -> None:
+    """Every setting of the run as resolved (job defaults filled in), to --output/train_args.json."""
+    settings = {**vars(args), **dataclasses.asdict(task), **dataclasses.asdict(tcfg)}
+    out = Path(tcfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(settings, indent=2, ensure_ascii=False, default=str)
+    (out / TRAIN_ARGS).write_text(text + "\n", encoding="utf-8")
 
 
 def train_main(argv: list[str] | None = None) -> int:
@@ -491,26 +472,24 @@ def default_model() -> Path:
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
-    try:
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except UnicodeDecodeError as e:
-        raise UsageError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def predict_command(argv: list[str] | None) -> int:
     args = predict_parser().parse_args(argv)
     _show_warnings()
-    from . import data
     from .checkpoint import load_config
+    from .data.readers import encode_labels, read_labelled
+    from .metrics import classification_metrics
     from .pipelines import FillMask, TextClassifier
-    from .trainer import classification_metrics
+    from .runtime import resolve_device
+    from .tasks import saved_task
 
     model_dir = args.model or default_model()
     cfg = load_config(model_dir)
-    saved_task = "classify" if cfg.architectures and "BertForSequenceClassification" in cfg.architectures \
-        else "fill-mask"
-    task = {"mlm": "fill-mask"}.get(args.task, args.task) or saved_task
-    if task == "classify" and saved_task != "classify":
+    saved = saved_task(cfg).name
+    task = {"fill-mask": "mlm"}.get(args.task, args.task) or saved
+    if task == "classify" and saved != "classify":
         raise UsageError(f"{model_dir} is not a classification model (config.json: "
                          f"{(cfg.architectures or ['?'])[0]}); train one with --task classify")
     texts = list(args.texts) + (_read_lines(args.file) if args.file else [])
@@ -518,9 +497,9 @@ def predict_command(argv: list[str] | None) -> int:
         raise UsageError("--top-k must be at least 1")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    _check_device(args.device)
+    resolve_device(args.device)
 
-    if task == "fill-mask" and args.eval:
+    if task == "mlm" and args.eval:
         metrics = evaluate_mlm_file(model_dir, args)
         if args.json:
             print(json.dumps(metrics))
@@ -529,7 +508,7 @@ def predict_command(argv: list[str] | None) -> int:
                   f"perplexity {metrics['perplexity']:.2f}")
         if not texts:
             return 0
-    if task == "fill-mask":
+    if task == "mlm":
         if not texts:
             texts = [DEMO_QUERY]
         pipe = FillMask.from_pretrained(model_dir, device=args.device)
@@ -552,9 +531,9 @@ def predict_command(argv: list[str] | None) -> int:
 
     pipe = TextClassifier.from_pretrained(model_dir, device=args.device)
     if args.eval:
-        examples = data.read_labelled(args.eval, text_column=args.text_column, label_column=args.label_column)
+        examples = read_labelled(args.eval, text_column=args.text_column, label_column=args.label_column)
         label2id = {name: i for i, name in enumerate(pipe.labels)}
-        gold = data.encode_labels(examples, label2id, args.eval)
+        gold = encode_labels(examples, label2id, args.eval)
         results = pipe([e.text for e in examples], [e.text_pair for e in examples]
                        if any(e.text_pair for e in examples) else None, batch_size=args.batch_size)
         import torch
@@ -584,21 +563,22 @@ def predict_command(argv: list[str] | None) -> int:
 def evaluate_mlm_file(model_dir: Path, args) -> dict:
     """Masked-token accuracy and perplexity of a fill-mask model on a text file, one example per line."""
     from .checkpoint import from_pretrained
-    from .data import MaskingCollator, load_mlm_features
-    from .model import BertForMaskedLM
-    from .pipelines import pick_device
+    from .data.features import load_mlm_features
+    from .metrics import evaluate
+    from .runtime import resolve_device
+    from .tasks import MaskedLM
     from .tokenizer import Tokenizer
-    from .trainer import evaluate
 
+    task = MaskedLM(mlm_probability=args.mlm_probability, whole_word_mask=args.whole_word_mask)
     tokenizer = Tokenizer.from_pretrained(model_dir)
-    model = from_pretrained(BertForMaskedLM, model_dir)
+    model = from_pretrained(task.model_class, model_dir)
     features = load_mlm_features(args.eval, tokenizer, model.config.max_position_embeddings,
                                  whole_word_mask=args.whole_word_mask)
     if not features:
         raise UsageError(f"{args.eval}: no text to evaluate on")
-    collate = MaskingCollator(tokenizer, args.mlm_probability, whole_word_mask=args.whole_word_mask, seed=args.seed)
-    device = pick_device(args.device)
-    return evaluate(model.to(device), features, collate, args.batch_size, device)
+    device = resolve_device(args.device)
+    return evaluate(model.to(device), features, task.eval_collator(tokenizer, args.seed), args.batch_size, device,
+                    task.metrics(model.config))
 
 
 def predict_main(argv: list[str] | None = None) -> int:

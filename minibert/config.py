@@ -10,20 +10,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .files import read_json
+
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
 
 
-def read_json(path: Path, what: str = "") -> object:
-    """The parsed contents of a JSON file, or a one-line ValueError naming the file and line.
-
-    what: words put before "not valid JSON" in the message (e.g. "config is ").
-    """
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: {what}not valid JSON ({e.msg})") from None
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save {path.name} as UTF-8") from None
+def option(default, help: str, **flag):
+    """A dataclass field of a setting that train.py offers as a flag: its default, its help text, and
+    where the type says too little, the flag's argparse `choices`, `type` (a parser) or `metavar`."""
+    return field(default=default, metadata={"help": help, **flag})
 
 
 @dataclass

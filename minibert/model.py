@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checkpoint
 from .config import BertConfig
 
 
@@ -122,24 +123,24 @@ def attention_mask_for_sdpa(attention_mask: torch.Tensor | None) -> torch.Tensor
     return attention_mask[:, None, None, :].bool()
 
 
-def packed_mask_for_sdpa(segment_ids: torch.Tensor) -> torch.Tensor:
-    """(B, T) segment ids (0 = padding, k >= 1 = the k-th sequence of the row) -> (B, 1, T, T)
+def packed_mask_for_sdpa(sequence_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) sequence ids (0 = padding, k >= 1 = the k-th sequence of the row) -> (B, 1, T, T)
     boolean, True = may attend: block-diagonal, a token sees only the tokens of its own sequence.
 
     Padding is a block of its own, so no row is fully masked: a fully masked row's softmax is NaN,
     and in the next layer a real token's zero attention weight times that NaN value is NaN again.
     """
-    return segment_ids[:, None, :, None] == segment_ids[:, None, None, :]  # (B, 1, T, T)
+    return sequence_ids[:, None, :, None] == sequence_ids[:, None, None, :]  # (B, 1, T, T)
 
 
-def packed_position_ids(segment_ids: torch.Tensor) -> torch.Tensor:
-    """(B, T) segment ids -> (B, T) positions that restart at 0 where each segment starts, so a
+def packed_position_ids(sequence_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) sequence ids -> (B, T) positions that restart at 0 where each sequence starts, so a
     packed sequence gets the position embeddings it would get alone."""
-    B, T = segment_ids.shape
-    idx = torch.arange(T, device=segment_ids.device).expand(B, T)  # (B, T)
-    starts = torch.ones_like(segment_ids, dtype=torch.bool)
-    starts[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
-    # The latest segment start at or before each token: a running max over the start indices.
+    B, T = sequence_ids.shape
+    idx = torch.arange(T, device=sequence_ids.device).expand(B, T)  # (B, T)
+    starts = torch.ones_like(sequence_ids, dtype=torch.bool)
+    starts[:, 1:] = sequence_ids[:, 1:] != sequence_ids[:, :-1]
+    # The latest sequence start at or before each token: a running max over the start indices.
     first = torch.where(starts, idx, 0).cummax(dim=1).values  # (B, T)
     return idx - first
 
@@ -162,21 +163,25 @@ def init_weights(module: nn.Module, std: float) -> None:
 
 
 class Pretrained:
-    """from_pretrained / save_pretrained for Hugging Face checkpoint folders (see checkpoint.py)."""
+    """from_pretrained / save_pretrained for Hugging Face checkpoint folders (see checkpoint.py).
+
+    key_prefix: what our parameter names lack against checkpoint.KEY_TABLE's, which is written for
+    the task models (`bert.layers.0...`); a bare BertModel's names start at `layers.0...`.
+    """
+
+    key_prefix = ""
 
     @classmethod
     def from_pretrained(cls, folder, **config_overrides):
-        from .checkpoint import from_pretrained
-
-        return from_pretrained(cls, folder, **config_overrides)
+        return checkpoint.from_pretrained(cls, folder, **config_overrides)
 
     def save_pretrained(self, folder, tokenizer=None, dtype: torch.dtype | None = None) -> None:
-        from .checkpoint import save_pretrained
-
-        save_pretrained(self, folder, tokenizer=tokenizer, dtype=dtype)
+        checkpoint.save_pretrained(self, folder, tokenizer=tokenizer, dtype=dtype)
 
 
 class BertModel(Pretrained, nn.Module):
+    key_prefix = "bert."
+
     def __init__(self, cfg: BertConfig, add_pooler: bool = True):
         super().__init__()
         self.config = cfg
@@ -192,19 +197,19 @@ class BertModel(Pretrained, nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         *,
-        segment_ids: torch.Tensor | None = None,
+        sequence_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, T) ids -> (B, T, C) last hidden state.
 
-        segment_ids: (B, T) for rows that pack several sequences (0 = padding, k >= 1 = the k-th
+        sequence_ids: (B, T) for rows that pack several sequences (0 = padding, k >= 1 = the k-th
         sequence of the row, each contiguous). Attention then stays within each sequence and
         positions restart at 0 per sequence, so every sequence gets the hidden states it would get
-        alone; attention_mask is not needed (segment 0 is the padding).
+        alone; attention_mask is not needed (sequence 0 is the padding).
         """
-        if segment_ids is None:
+        if sequence_ids is None:
             mask, position_ids = attention_mask_for_sdpa(attention_mask), None
         else:
-            mask, position_ids = packed_mask_for_sdpa(segment_ids), packed_position_ids(segment_ids)
+            mask, position_ids = packed_mask_for_sdpa(sequence_ids), packed_position_ids(sequence_ids)
         x = self.embeddings(input_ids, token_type_ids, position_ids)
         for layer in self.layers:
             x = layer(x, mask)
@@ -253,9 +258,9 @@ class BertForMaskedLM(Pretrained, nn.Module):
         labels: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         *,
-        segment_ids: torch.Tensor | None = None,
+        sequence_ids: torch.Tensor | None = None,
     ) -> Output:
-        """input_ids, attention_mask, token_type_ids, labels: (B, T). segment_ids: (B, T) for
+        """input_ids, attention_mask, token_type_ids, labels: (B, T). sequence_ids: (B, T) for
         packed rows, see BertModel.forward.
 
         positions: a (B, T) boolean mask, or a (N, 2) tensor of (row, column) indices, of the
@@ -263,7 +268,7 @@ class BertForMaskedLM(Pretrained, nn.Module):
         logits are (B, T, V), unless labels are given and `sparse_head` is on, in which case the
         positions are those with a label.
         """
-        h = self.bert(input_ids, attention_mask, token_type_ids, segment_ids=segment_ids)  # (B, T, C)
+        h = self.bert(input_ids, attention_mask, token_type_ids, sequence_ids=sequence_ids)  # (B, T, C)
         if positions is None and labels is not None and self.sparse_head:
             positions = labels != -100
         if positions is not None:

@@ -14,13 +14,9 @@ import torch
 
 from .checkpoint import from_pretrained, load_config
 from .model import BertForMaskedLM, BertForSequenceClassification
+from .runtime import resolve_device
+from .tasks import SequenceClassification, saved_task
 from .tokenizer import Tokenizer
-
-
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass
@@ -46,7 +42,7 @@ class FillResult:
 
 class FillMask:
     def __init__(self, model: BertForMaskedLM, tokenizer: Tokenizer, device: str | torch.device = "auto"):
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.max_length = model.config.max_position_embeddings
@@ -147,7 +143,7 @@ class Classification:
 class TextClassifier:
     def __init__(self, model: BertForSequenceClassification, tokenizer: Tokenizer,
                  device: str | torch.device = "auto"):
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         cfg = model.config
@@ -157,7 +153,7 @@ class TextClassifier:
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "auto") -> TextClassifier:
         cfg = load_config(folder)
-        if cfg.architectures and "BertForSequenceClassification" not in cfg.architectures:
+        if cfg.architectures and saved_task(cfg) is not SequenceClassification:
             raise ValueError(f"{folder}: config.json says {cfg.architectures[0]}, not a classifier; "
                              f"fine-tune it with --task classify first")
         return cls(from_pretrained(BertForSequenceClassification, folder), Tokenizer.from_pretrained(folder), device)

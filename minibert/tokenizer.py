@@ -22,7 +22,8 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
-from .config import read_json
+from .data.collators import pad_batch
+from .files import read_json, read_text
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -95,16 +96,13 @@ class Tokenizer:
         vocab_file = Path(vocab_file)
         if not vocab_file.is_file():
             raise FileNotFoundError(f"{vocab_file}: vocabulary file not found")
-        # Split on "\n" only: str.splitlines() would also split on exotic separators that are tokens.
-        try:
-            lines = vocab_file.read_text(encoding="utf-8").split("\n")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{vocab_file}: not UTF-8 text (byte {e.start}); a vocab.txt is UTF-8") from None
+        # Line breaks are \n, \r\n or \r, as transformers reads the file; not str.splitlines(), which
+        # would also split on exotic separators that are tokens.
+        lines = read_text(vocab_file, newlines=True).split("\n")
         if lines and lines[-1] == "":
             lines.pop()
         vocab: dict[str, int] = {}
         for i, token in enumerate(lines):
-            token = token.rstrip("\r")
             if token in vocab:
                 raise ValueError(f"{vocab_file}:{i + 1}: token {token!r} already appears on line "
                                  f"{vocab[token] + 1}; each token must appear once")
@@ -275,19 +273,8 @@ class Tokenizer:
 
     def pad(self, encodings: Sequence[Encoding], pad_to_multiple_of: int | None = None) -> dict[str, torch.Tensor]:
         """Encodings -> padded int64 tensors (B, T): input_ids, attention_mask, token_type_ids."""
-        T = max((len(e) for e in encodings), default=0)
-        if pad_to_multiple_of:
-            T = -(-T // pad_to_multiple_of) * pad_to_multiple_of
-        out = {
-            "input_ids": torch.full((len(encodings), T), self.pad_token_id, dtype=torch.long),
-            "attention_mask": torch.zeros(len(encodings), T, dtype=torch.long),
-            "token_type_ids": torch.zeros(len(encodings), T, dtype=torch.long),
-        }
-        for i, e in enumerate(encodings):
-            out["input_ids"][i, : len(e)] = torch.tensor(e.ids)
-            out["attention_mask"][i, : len(e)] = 1
-            out["token_type_ids"][i, : len(e)] = torch.tensor(e.token_type_ids)
-        return out
+        features = [{"input_ids": e.ids, "token_type_ids": e.token_type_ids} for e in encodings]
+        return pad_batch(features, self.pad_token_id, pad_to_multiple_of)
 
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
         if isinstance(ids, torch.Tensor):

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,8 +28,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import convert_from_hf, read_weights
-from .data import LengthGroupedSampler
+from .config import option
+from .data.sampler import LengthGroupedSampler
+from .metrics import evaluate
 from .optim import AdamW, LossScaler, make_schedule, param_groups
+from .runtime import allow_tf32, autocast, resolve_device, resolve_precision
+
+if TYPE_CHECKING:
+    from .tasks import Task
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TMP_PREFIX = ".tmp-checkpoint-"
@@ -39,79 +46,46 @@ class TrainingError(RuntimeError):
     """Training cannot go on; the message says why and what to change."""
 
 
+def parse_betas(text: str) -> tuple[float, float]:
+    """"0.9,0.999" -> (0.9, 0.999), both in [0, 1)."""
+    try:
+        b1, b2 = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"{text!r}: give two numbers, e.g. 0.9,0.999") from None
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise ValueError(f"{text!r}: both betas must be in [0, 1)")
+    return b1, b2
+
+
 @dataclass
 class TrainConfig:
-    output: str = "output"  # folder for the final model, checkpoints and metrics.jsonl
-    epochs: int = 3  # passes over the training data (ignored when max_steps is set)
-    max_steps: int | None = None  # optimizer steps to run; overrides epochs
-    batch_size: int = 32  # sequences per micro-batch per process
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 5e-5  # peak learning rate
-    weight_decay: float = 0.01  # AdamW decoupled decay (not on biases and LayerNorms)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = 1e-6
-    warmup: float = 0.1  # warm-up as a fraction of all steps (< 1) or a step count (>= 1)
-    schedule: str = "linear"  # linear | cosine | constant
-    max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 turns clipping off
-    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 where supported, else fp32)
-    seed: int = 0
-    max_length: int | None = None  # tokens per sequence; recorded so that --resume can check it continues the run
-    eval_every: int = 0  # evaluate every N steps (0: only at the end)
-    save_every: int = 0  # checkpoint every N steps (0: only the final model)
-    keep_checkpoints: int = 2  # keep the last K checkpoint folders
-    log_every: int = 10  # steps between metrics.jsonl lines and progress-bar updates
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    compile: bool = False  # torch.compile the model
-    progress: bool = True  # show a tqdm bar
+    """How to train; train.py makes a flag of each field (config.option holds its help text)."""
 
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"--device {name}: no CUDA GPU is available; use --device cpu")
-    return device
-
-
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU multiplies bf16 in hardware (AMX or AVX512-BF16). Elsewhere (AVX2-only
-    CPUs, such as the AMD EPYC this project is developed on) bf16 autocast is emulated and was
-    measured 12x slower than fp32 for a training step, so `auto` must not pick it there."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    if name == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    if name not in ("fp32", "bf16", "fp16"):
-        raise TrainingError(f"--precision {name}: use fp32, bf16, fp16 or auto")
-    if name == "fp16" and device.type != "cuda":
-        raise TrainingError("--precision fp16 needs a CUDA GPU; on CPU use bf16 (or fp32)")
-    return name
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def count_targets(batch: dict[str, torch.Tensor]) -> int:
-    """Tokens (MLM) or sequences (classification) a batch's loss averages over."""
-    labels = batch["labels"]
-    if labels.dtype == torch.long and labels.dim() == 2:
-        return int((labels != -100).sum())
-    return labels.shape[0]
+    output: str = option("output", "folder for the model, checkpoints and metrics.jsonl")
+    epochs: int = option(3, "passes over the data (ignored when --max-steps is set)")
+    max_steps: int | None = option(None, "optimizer steps to run; overrides --epochs")
+    batch_size: int = option(32, "sequences per micro-batch per process")
+    grad_accum: int = option(1, "micro-batches per optimizer step")
+    lr: float = option(5e-5, "peak learning rate")
+    weight_decay: float = option(0.01, "AdamW decoupled weight decay, not applied to biases and LayerNorms")
+    adam_betas: tuple[float, float] = option((0.9, 0.999), "AdamW beta1,beta2", type=parse_betas, metavar="B1,B2")
+    adam_eps: float = option(1e-6, "AdamW epsilon")
+    warmup: float = option(0.1, "warm-up: a fraction of all steps (< 1) or a number of steps (>= 1)")
+    schedule: str = option("linear", "learning-rate schedule after warm-up", choices=("linear", "cosine", "constant"))
+    max_grad_norm: float = option(1.0, "clip the global gradient norm to this, 0 = off")
+    precision: str = option("auto", "auto: on GPUs bf16 autocast (fp16 where bf16 is missing); on CPUs bf16 only "
+                            "with native bf16 (AMX/AVX512-BF16), else fp32", choices=("auto", "fp32", "bf16", "fp16"))
+    seed: int = option(0, "seed for init, data order and masking")
+    max_length: int | None = option(None, "tokens per sequence, longer texts are truncated; recorded so that "
+                                    "--resume can check it continues the same run")
+    eval_every: int = option(0, "evaluate every N steps, 0 = only at the end")
+    save_every: int = option(0, "checkpoint every N steps, 0 = only the final model")
+    keep_checkpoints: int = option(2, "keep the last K checkpoint folders")
+    log_every: int = option(10, "steps between metrics.jsonl lines and progress-bar updates")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    compile: bool = option(False, "torch.compile the model: pays off on GPUs for runs of many steps; on CPU the "
+                           "compile time rarely pays back")
+    progress: bool = option(True, "show a progress bar")
 
 
 def capture_rng() -> dict:
@@ -141,57 +115,6 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def classification_metrics(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> dict[str, float]:
-    """Accuracy and macro-F1 of predicted class indices against gold ones."""
-    return {"accuracy": float((pred == gold).float().mean()), "macro_f1": macro_f1(pred, gold, num_labels)}
-
-
-def macro_f1(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> float:
-    f1s = []
-    for c in range(num_labels):
-        tp = int(((pred == c) & (gold == c)).sum())
-        fp = int(((pred == c) & (gold != c)).sum())
-        fn = int(((pred != c) & (gold == c)).sum())
-        if tp + fp + fn == 0:
-            continue  # a class absent from both predictions and gold says nothing
-        f1s.append(2 * tp / (2 * tp + fp + fn))
-    return sum(f1s) / max(1, len(f1s))
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, features: list[dict], collate: Callable, batch_size: int,
-             device: torch.device, precision: str = "fp32") -> dict:
-    """Masked LM: loss, perplexity and accuracy over the masked tokens. Classification: loss,
-    accuracy and macro-F1 (loss only for regression). Batches are formed in length order."""
-    model.eval()
-    mlm = not hasattr(model, "classifier")
-    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-    loss_sum, n, correct = 0.0, 0, 0
-    preds, golds = [], []
-    for s in range(0, len(order), batch_size):
-        batch = collate([features[i] for i in order[s:s + batch_size]])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with autocast(device, precision):
-            out = model(**batch)
-        k = int(out.n_targets)
-        loss_sum += float(out.loss) * k
-        n += k
-        if mlm:
-            target = batch["labels"][batch["labels"] != -100]
-            correct += int((out.logits.argmax(-1) == target).sum())
-        elif model.config.num_labels > 1:
-            preds.append(out.logits.argmax(-1).cpu())
-            golds.append(batch["labels"].cpu())
-    loss = loss_sum / max(1, n)
-    if mlm:
-        return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": correct / max(1, n),
-                "masked_tokens": n}
-    metrics = {"eval_loss": loss, "examples": n}
-    if preds:
-        metrics.update(classification_metrics(torch.cat(preds), torch.cat(golds), model.config.num_labels))
-    return metrics
-
-
 def list_checkpoints(output: Path) -> list[Path]:
     """Complete checkpoint folders, oldest first."""
     found = []
@@ -211,7 +134,8 @@ def clean_partial_checkpoints(output: Path) -> list[Path]:
 
 
 class Trainer:
-    """Trains a BertForMaskedLM or BertForSequenceClassification.
+    """Trains `model` for `task` (tasks.py), which says what the loss averages over, how evaluation is
+    measured and which evaluation picks `best/`.
 
     train_data / eval_data: lists of features (dicts with at least `input_ids`); `collate` turns a
     list of features into a batch of tensors with `labels`; `eval_collate` likewise for
@@ -219,20 +143,17 @@ class Trainer:
     same tokens). `tokenizer` is saved with the model.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, train_data: list[dict], collate: Callable,
+    def __init__(self, model: nn.Module, cfg: TrainConfig, task: Task, train_data: list[dict], collate: Callable,
                  eval_data: list[dict] | None = None, eval_collate: Callable | None = None, tokenizer=None,
                  log: Callable[[str], None] = print):
         self.cfg = cfg
-        self.task = "classify" if hasattr(model, "classifier") else "mlm"
+        self.task = task
         self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.is_main = self.rank == 0
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
-        if self.device.type == "cuda":
-            # TF32 tensor cores for fp32 matmuls: ~8x the fp32 rate at a 10-bit mantissa.
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+        allow_tf32(self.device)
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
         self.train_data, self.collate = train_data, collate
@@ -248,7 +169,7 @@ class Trainer:
                                             rank=self.rank)
         # What a resumed run must share with the one that wrote the checkpoint: the batch stream
         # position means nothing with other batches or other blocks of text.
-        self.run_signature = {"task": self.task, "examples": len(train_data), "tokens": sum(lengths),
+        self.run_signature = {"task": task.name, "examples": len(train_data), "tokens": sum(lengths),
                               "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
                               "max_length": cfg.max_length, "world_size": self.world}
         if len(self.sampler) == 0:
@@ -299,7 +220,7 @@ class Trainer:
         """Forward and backward over the micro-batches, leaving in .grad the gradient of the mean
         loss over all their targets (on all ranks), as if they were one batch."""
         self.model.train()
-        counts = torch.tensor(float(sum(count_targets(b) for b in micro)), device=self.device)
+        counts = torch.tensor(float(sum(self.task.count_targets(b) for b in micro)), device=self.device)
         if self.world > 1:
             dist.all_reduce(counts)
         n_total = counts.clamp(min=1)
@@ -354,13 +275,7 @@ class Trainer:
         if self.eval_collate_state is not None:  # the same masks at every evaluation
             self.eval_collate.load_state_dict(self.eval_collate_state)
         return evaluate(self.model, self.eval_data, self.eval_collate, self.cfg.batch_size * 2, self.device,
-                        self.precision)
-
-    def is_better(self, metrics: dict) -> bool:
-        key, higher = ("accuracy", True) if self.task == "classify" and "accuracy" in metrics else ("eval_loss", False)
-        if self.best is None:
-            return True
-        return metrics[key] > self.best[key] if higher else metrics[key] < self.best[key]
+                        self.task.metrics(self.model.config), self.precision)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -510,7 +425,7 @@ class Trainer:
         metrics = self.evaluate()
         metrics["step"] = self.step_count
         metrics["tokens"] = self.tokens_seen
-        if self.is_better(metrics):
+        if self.task.is_better(metrics, self.best):
             self.best = dict(metrics)
             if self.is_main:
                 self.model.save_pretrained(self.output / "best", tokenizer=self.tokenizer)

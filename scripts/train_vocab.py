@@ -39,6 +39,8 @@ from tokenizers.normalizers import BertNormalizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from tokenizers.trainers import WordPieceTrainer
 
+from minibert.files import read_json, read_text
+
 # The order bert-base-chinese uses for the ids that matter: [PAD] must be 0 (the collator pads
 # with 0 and HF configs assume pad_token_id=0); the others follow directly, without [unusedN].
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -94,10 +96,7 @@ def gb2312_hanzi() -> list[str]:
 
 def example_chars(path: Path) -> set[str]:
     """Characters of the `text` fields of a JSON list such as examples/three_kingdoms.json."""
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    items = read_json(path)
     if not isinstance(items, list):
         raise ValueError(f"{path}: expected a JSON list of {{'text': ...}} objects, got {type(items).__name__}")
     chars: set[str] = set()
@@ -111,8 +110,7 @@ def example_chars(path: Path) -> set[str]:
 def read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; run `make data` (scripts/prepare_zh.py) first")
-    with path.open(encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.strip()]
+    return [line for line in read_text(path, newlines=True).split("\n") if line.strip()]
 
 
 def corpus_chars(lines: list[str]) -> tuple[Counter[str], set[str]]:

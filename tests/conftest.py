@@ -1,13 +1,33 @@
-"""Shared test helpers."""
+"""What several test files share: paths, the real MiniLM checkpoint, tiny configs, tokenizers and corpora."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import io
+import json
+import subprocess
+import sys
+import warnings
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
+from minibert.config import BertConfig
+
 ROOT = Path(__file__).resolve().parents[1]
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]  # ids 0..4 in every synthetic vocabulary here
+PAD, UNK, CLS, SEP, MASK = range(5)
+
+# The shape of every tiny random model in the tests (parity, checkpoints, packing, the trainer).
+TINY_SHAPE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+                  max_position_embeddings=40)
+
+# train.py flags for a model from scratch: the tiny preset over the shipped vocabulary.
+TINY_ARGS = ["--config", "tiny", "--vocab", str(ROOT / "vocab" / "zh.txt"), "--no-progress"]
+CORPUS = ["三国人物诸葛亮", "刘备关羽张飞", "曹操孙权周瑜", "诸葛亮草船借箭", "关羽过五关斩六将"]
+TRAIN, PREDICT = "train", "predict"  # the scripts at the repository root
 
 
 def minilm_dir() -> Path:
@@ -19,3 +39,60 @@ def minilm_dir() -> Path:
     if not (folder / "model.safetensors").is_file():
         pytest.skip(f"{folder} has no model.safetensors")
     return folder
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    from minibert.tokenizer import Tokenizer
+
+    return Tokenizer.from_pretrained(minilm_dir())
+
+
+def tiny_config(vocab_size: int, dropout: float | None = None, **overrides) -> BertConfig:
+    """A TINY_SHAPE config; dropout, when given, for both the hidden states and the attention."""
+    if dropout is not None:
+        overrides.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    return BertConfig(**TINY_SHAPE, vocab_size=vocab_size, **overrides)
+
+
+def vocab_tokenizer(folder: Path, tokens: list[str]):
+    """A Tokenizer over exactly `tokens` (id = position), written to folder/vocab.txt."""
+    from minibert.tokenizer import Tokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return Tokenizer.from_vocab(folder / "vocab.txt")
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@dataclasses.dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(script: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python SCRIPT.py ARGS` in cwd, a process of its own."""
+    return subprocess.run([sys.executable, str(ROOT / f"{script}.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def call(script: str, *args: str, cwd: Path) -> Result:
+    """The same command in this process: what `run` would print and return, without the interpreter start."""
+    from minibert import cli
+
+    main = cli.train_main if script == TRAIN else cli.predict_main
+    out, err = io.StringIO(), io.StringIO()
+    # catch_warnings: the command installs its one-line warning printer; this test's warnings stay as they were.
+    with pytest.MonkeyPatch.context() as mp, warnings.catch_warnings(), redirect_stdout(out), redirect_stderr(err):
+        mp.chdir(cwd)
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's own errors and --help
+            code = e.code
+    return Result(code, out.getvalue(), err.getvalue())

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import minilm_dir
+from conftest import TINY_SHAPE, minilm_dir
 from safetensors.torch import load_file, save_file
 
 from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
@@ -15,8 +15,7 @@ from minibert.checkpoint import CheckpointError, read_weights
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(vocab_size=90, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=40, max_position_embeddings=32)
+TINY = dict(**TINY_SHAPE, vocab_size=90)
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "BERT models read text in both directions at once.",
@@ -123,7 +122,7 @@ def test_legacy_gamma_beta_and_prefixless_keys(tmp_path):
         k = k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta")
         legacy[k] = v
     legacy["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]
-    legacy["bert.embeddings.position_ids"] = torch.arange(32)[None]
+    legacy["bert.embeddings.position_ids"] = torch.arange(TINY["max_position_embeddings"])[None]
     legacy["cls.seq_relationship.weight"] = torch.zeros(2, 32)
     (tmp_path / "model.safetensors").unlink()
     torch.save(legacy, tmp_path / "pytorch_model.bin")
@@ -153,6 +152,9 @@ def test_sharded_safetensors(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     torch.testing.assert_close(_logits(BertForMaskedLM.from_pretrained(tmp_path).eval()), _logits(model))
+    (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": {\n  "a": }')
+    with pytest.raises(CheckpointError, match=r"model.safetensors.index.json:2: shard index is not valid JSON"):
+        BertForMaskedLM.from_pretrained(tmp_path)
 
 
 def test_wrong_shape_names_the_key(tmp_path):

@@ -1,13 +1,17 @@
-"""train.py and predict.py run as a user runs them: subprocesses, exit status, stdout and stderr.
+"""train.py and predict.py as a user sees them: exit status, stdout and stderr.
 
 The contract for bad input: exit status 2, exactly one line on stderr (besides "warning:"/"note:"
 lines) that names the file, line or key at fault, never a traceback, and nothing already written is
-changed. Models are the tiny preset over vocab/zh.txt trained for a few steps, so no test downloads
+changed. Most cases call the commands in this process (`call`, in the user's folder, stdout and
+stderr captured): a subprocess would add only an interpreter start. A few run the scripts as a
+user does (`run`): a training run, a prediction, one bad input each, Ctrl-C, the console scripts.
+Models are the tiny preset over vocab/zh.txt trained for a few steps, so no test downloads
 anything or needs a GPU.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -20,23 +24,18 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import CORPUS, PREDICT, ROOT, TINY_ARGS, TRAIN, Result, call, run, write_jsonl
 
-pytestmark = pytest.mark.slow
+from minibert import cli
+from minibert.tasks import TASKS
+from minibert.trainer import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN, PREDICT = "train", "predict"  # the scripts at the repository root
-TINY = ["--config", "tiny", "--vocab", str(ROOT / "vocab" / "zh.txt"), "--no-progress"]
+TINY = TINY_ARGS
 QUERY = "三国人物诸葛[MASK]"
 LONG = "好" * 200  # 200 tokens, more than the tiny preset's 128 positions
-CORPUS = ["三国人物诸葛亮", "刘备关羽张飞", "曹操孙权周瑜", "诸葛亮草船借箭", "关羽过五关斩六将"]
 
 
-def run(script: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / f"{script}.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
-
-
-def error_line(proc: subprocess.CompletedProcess) -> str:
+def error_line(proc: Result | subprocess.CompletedProcess) -> str:
     """The one error line of a failed run, after checking the contract."""
     shown = f"\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 2, shown
@@ -50,11 +49,6 @@ def error_line(proc: subprocess.CompletedProcess) -> str:
 def assert_names(line: str, *parts: str) -> None:
     for part in parts:
         assert part in line, f"{part!r} not in {line!r}"
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
-    return path
 
 
 def file_hashes(folder: Path) -> dict[str, str]:
@@ -83,19 +77,19 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mlm(work) -> tuple[subprocess.CompletedProcess, Path]:
+def mlm(work) -> tuple[Result, Path]:
     """A real tiny fill-mask model folder, 3 steps of training."""
-    proc = run(TRAIN, *TINY, "--train", "corpus.jsonl", "--output", "mlm", "--max-steps", "3", "--log-every", "1",
-               cwd=work)
+    proc = call(TRAIN, *TINY, "--train", "corpus.jsonl", "--output", "mlm", "--max-steps", "3", "--log-every", "1",
+                cwd=work)
     assert proc.returncode == 0, proc.stderr
     return proc, work / "mlm"
 
 
 @pytest.fixture(scope="module")
-def clf(work) -> tuple[subprocess.CompletedProcess, Path]:
+def clf(work) -> tuple[Result, Path]:
     """A tiny classifier of 好 vs 坏 with 10% of the 40 training lines held out."""
-    proc = run(TRAIN, "--task", "classify", *TINY, "--train", "reviews.jsonl", "--eval-split", "0.1",
-               "--output", "clf", "--max-steps", "60", "--batch-size", "8", cwd=work)
+    proc = call(TRAIN, "--task", "classify", *TINY, "--train", "reviews.jsonl", "--eval-split", "0.1",
+                "--output", "clf", "--max-steps", "60", "--batch-size", "8", cwd=work)
     assert proc.returncode == 0, proc.stderr
     return proc, work / "clf"
 
@@ -133,15 +127,15 @@ def _break_model(case: str, src: Path, dst: Path) -> None:
     (PREDICT, "weights do not match", ["intermediate.dense", "config.json"]),
     (TRAIN, "missing", ["not found"]),
     (TRAIN, "weights do not match", ["intermediate.dense", "config.json"]),
-], ids=lambda v: Path(v).stem if isinstance(v, str) and v.endswith(".py") else None)
+])
 def test_broken_model_folder(work, mlm, script, case, expected):
     folder = f"broken-{case.replace(' ', '-')}-{script}"
     _break_model(case, mlm[1], work / folder)
     if script == PREDICT:
-        proc = run(PREDICT, "--model", folder, QUERY, cwd=work)
+        proc = call(PREDICT, "--model", folder, QUERY, cwd=work)
     else:
-        proc = run(TRAIN, "--model", folder, "--train", "corpus.jsonl", "--output", folder + "-out",
-                   "--max-steps", "1", "--no-progress", cwd=work)
+        proc = call(TRAIN, "--model", folder, "--train", "corpus.jsonl", "--output", folder + "-out",
+                    "--max-steps", "1", "--no-progress", cwd=work)
         assert not (work / (folder + "-out")).exists()
     assert_names(error_line(proc), folder, *expected)
 
@@ -160,19 +154,30 @@ def test_bad_training_file(work, name, content, expected):
     if content is not None:
         (work / name).write_bytes(content)
     out = "out-" + name.replace(".", "-")
-    proc = run(TRAIN, *TINY, "--train", name, "--output", out, "--max-steps", "1", cwd=work)
+    proc = call(TRAIN, *TINY, "--train", name, "--output", out, "--max-steps", "1", cwd=work)
     assert_names(error_line(proc), *expected)
     assert not (work / out).exists()
+
+
+@pytest.mark.slow
+def test_scripts_exit_2_with_one_line_for_bad_input(work, mlm):
+    """What the in-process tests cannot show: the exit status and stderr of the real processes."""
+    (work / "gbk.txt").write_bytes("好\n".encode() + "坏\n".encode("gbk"))
+    train = run(TRAIN, *TINY, "--train", "gbk.txt", "--output", "out-gbk", "--max-steps", "1", cwd=work)
+    assert_names(error_line(train), "minibert-train: error:", "gbk.txt:2", "UTF-8")
+    assert not (work / "out-gbk").exists()
+    predict = run(PREDICT, "--model", "no-such-model", QUERY, cwd=work)
+    assert_names(error_line(predict), "minibert-predict: error:", "no-such-model", "not found")
 
 
 @pytest.mark.parametrize("script", [TRAIN, PREDICT])
 def test_eval_label_unseen_in_training(work, clf, script):
     if script == TRAIN:
-        proc = run(TRAIN, "--task", "classify", *TINY, "--train", "reviews.jsonl", "--eval", "unseen_label.jsonl",
-                   "--output", "out-unseen", "--max-steps", "1", cwd=work)
+        proc = call(TRAIN, "--task", "classify", *TINY, "--train", "reviews.jsonl", "--eval", "unseen_label.jsonl",
+                    "--output", "out-unseen", "--max-steps", "1", cwd=work)
         assert not (work / "out-unseen").exists()
     else:
-        proc = run(PREDICT, "--model", "clf", "--eval", "unseen_label.jsonl", cwd=work)
+        proc = call(PREDICT, "--model", "clf", "--eval", "unseen_label.jsonl", cwd=work)
     assert_names(error_line(proc), "unseen_label.jsonl:2", "'meh'")
 
 
@@ -180,12 +185,12 @@ def test_eval_label_unseen_in_training(work, clf, script):
 
 
 def test_text_without_mask(work, mlm):
-    assert_names(error_line(run(PREDICT, "--model", "mlm", "三国人物", cwd=work)), "text 1", "[MASK]")
+    assert_names(error_line(call(PREDICT, "--model", "mlm", "三国人物", cwd=work)), "text 1", "[MASK]")
 
 
 def test_long_text_truncated_with_warning_when_the_mask_survives(work, mlm):
     # --batch-size 1: the long text is in the second batch, and must still be called text 2
-    proc = run(PREDICT, "--model", "mlm", "--batch-size", "1", QUERY, "[MASK]" + LONG, cwd=work)
+    proc = call(PREDICT, "--model", "mlm", "--batch-size", "1", QUERY, "[MASK]" + LONG, cwd=work)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "warning: text 2 was truncated to 128 tokens" in proc.stderr.splitlines()
@@ -193,18 +198,24 @@ def test_long_text_truncated_with_warning_when_the_mask_survives(work, mlm):
 
 
 def test_long_text_is_an_error_when_truncation_cuts_the_mask(work, mlm):
-    proc = run(PREDICT, "--model", "mlm", "--batch-size", "1", QUERY, LONG + "[MASK]", cwd=work)
+    proc = call(PREDICT, "--model", "mlm", "--batch-size", "1", QUERY, LONG + "[MASK]", cwd=work)
     assert_names(error_line(proc), "text 2", "128 positions", "[MASK]")
 
 
 def test_target_not_in_vocabulary(work, mlm):
-    proc = run(PREDICT, "--model", "mlm", "--targets", "亮,notatoken", QUERY, cwd=work)
+    proc = call(PREDICT, "--model", "mlm", "--targets", "亮,notatoken", QUERY, cwd=work)
     assert_names(error_line(proc), "'notatoken'", "vocabulary")
 
 
 def test_classify_with_a_fill_mask_model(work, mlm):
-    proc = run(PREDICT, "--model", "mlm", "--task", "classify", "好", cwd=work)
+    proc = call(PREDICT, "--model", "mlm", "--task", "classify", "好", cwd=work)
     assert_names(error_line(proc), "mlm", "not a classification model", "--task classify")
+
+
+def test_texts_file_not_utf8(work, mlm):
+    (work / "queries.txt").write_bytes(f"{QUERY}\n".encode() + "坏[MASK]\n".encode("gbk"))
+    proc = call(PREDICT, "--model", "mlm", "--file", "queries.txt", cwd=work)
+    assert_names(error_line(proc), "queries.txt:2", "not valid UTF-8")
 
 
 # ------------------------------------------------------------------------------------- flags
@@ -212,7 +223,7 @@ def test_classify_with_a_fill_mask_model(work, mlm):
 
 @pytest.mark.parametrize("script", [TRAIN, PREDICT])
 def test_unknown_task(work, script):
-    proc = run(script, "--task", "foo", cwd=work)
+    proc = call(script, "--task", "foo", cwd=work)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "invalid choice: 'foo'" in proc.stderr.splitlines()[-1]
@@ -221,16 +232,20 @@ def test_unknown_task(work, script):
 @pytest.mark.parametrize("script, flags, expected", [
     (TRAIN, ["--log-every", "0"], ["--log-every 0"]),
     (TRAIN, ["--keep-checkpoints", "0"], ["--keep-checkpoints 0"]),
+    (TRAIN, ["--device", "gpu"], ["--device gpu", "not a device"]),
+    (TRAIN, ["--eval-split", "1.5"], ["--eval-split 1.5"]),
+    (TRAIN, ["--pack", "--group-texts"], ["--pack", "--group-texts"]),
+    (TRAIN, ["--pack", "--task", "classify"], ["--pack", "--task mlm"]),
     (PREDICT, ["--batch-size", "0"], ["--batch-size"]),
     (PREDICT, ["--device", "gpu"], ["--device gpu"]),
 ])
 def test_bad_flag_value(work, mlm, script, flags, expected):
     if script == TRAIN:
-        proc = run(TRAIN, *TINY, "--train", "corpus.jsonl", "--output", "out-flags", "--max-steps", "1", *flags,
-                   cwd=work)
+        proc = call(TRAIN, *TINY, "--train", "corpus.jsonl", "--output", "out-flags", "--max-steps", "1", *flags,
+                    cwd=work)
         assert not (work / "out-flags").exists()
     else:
-        proc = run(PREDICT, "--model", "mlm", *flags, QUERY, cwd=work)
+        proc = call(PREDICT, "--model", "mlm", *flags, QUERY, cwd=work)
     assert_names(error_line(proc), *expected)
 
 
@@ -243,28 +258,61 @@ def test_output_holding_a_model_needs_overwrite(work, mlm, resume):
     out = work / f"finished-{resume}"
     shutil.copytree(mlm[1], out)
     before = file_hashes(out)
-    proc = run(TRAIN, *TINY, "--train", "corpus.jsonl", "--output", out.name, "--max-steps", "1",
-               *(["--resume"] if resume else []), cwd=work)
+    proc = call(TRAIN, *TINY, "--train", "corpus.jsonl", "--output", out.name, "--max-steps", "1",
+                *(["--resume"] if resume else []), cwd=work)
     assert_names(error_line(proc), out.name, "--overwrite")
     assert file_hashes(out) == before
 
 
 @pytest.mark.parametrize("path", ["mlm", "no-such-checkpoint"])
 def test_resume_from_something_that_is_not_a_checkpoint(work, mlm, path):
-    proc = run(TRAIN, *TINY, "--train", "corpus.jsonl", "--output", "out-resume", "--max-steps", "1",
-               "--resume", path, cwd=work)
+    proc = call(TRAIN, *TINY, "--train", "corpus.jsonl", "--output", "out-resume", "--max-steps", "1",
+                "--resume", path, cwd=work)
     assert_names(error_line(proc), f"--resume {path}", "trainer_state.pt")
     assert not (work / "out-resume").exists()
 
 
-# ------------------------------------------------------------------------------------- what works
+# ------------------------------------------------------------------------------------- declared once
+
+# train.py's flags that are no field of TrainConfig or of a task: where the model and the data come
+# from, the run's dropout, and what to do with an output folder that holds a model.
+CLI_ONLY = {"task", "model", "config", "vocab", "dropout", "dropout_in_config", "train", "eval", "eval_split",
+            "overwrite", "resume"}
+# Flags whose default depends on the job (the default job, from scratch, mlm or classify), and
+# --max-length, whose TrainConfig field records the length the run used.
+JOB_DEFAULTS = {"output", "epochs", "batch_size", "lr", "max_length"}
+
+
+def test_flags_are_the_config_fields():
+    parser = cli.train_parser()
+    flags = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+    fields = {f.name: f for cls in (TrainConfig, *TASKS.values()) for f in dataclasses.fields(cls) if f.init}
+    assert set(flags) - CLI_ONLY == set(fields), "a field without a flag, or a flag without a field"
+    assert not CLI_ONLY & set(fields)
+    for name, f in fields.items():
+        assert f.metadata.get("help"), f"{name} has no help text next to its field"
+        if name not in JOB_DEFAULTS:
+            assert flags[name].default == f.default, name
+    for task in TASKS.values():  # an option two tasks share must mean the same in both
+        for f in dataclasses.fields(task):
+            if f.init:
+                assert (f.default, f.metadata["help"]) == (fields[f.name].default, fields[f.name].metadata["help"])
+
+
+def test_train_args_json_holds_the_resolved_settings(work, mlm):
+    settings = json.loads((mlm[1] / "train_args.json").read_text(encoding="utf-8"))
+    dests = {a.dest for a in cli.train_parser()._actions if a.option_strings and a.dest != "help"}
+    assert dests <= set(settings)
+    # the job's defaults filled in: from scratch (lr 1e-3), not the default job (3 epochs of batch 32)
+    assert settings["lr"] == cli.SCRATCH_LR and settings["epochs"] == 3 and settings["batch_size"] == 32
+    assert settings["task"] == "mlm" and settings["max_steps"] == 3 and settings["max_length"] == 128
+    assert settings["train"] == "corpus.jsonl" and settings["output"] == "mlm" and settings["progress"] is False
+    assert settings["vocab"] == str(ROOT / "vocab" / "zh.txt") and settings["adam_betas"] == [0.9, 0.999]
 
 
 def test_help_lists_every_flag(work):
-    from minibert.cli import predict_parser, train_parser
-
-    for script, parser in ((TRAIN, train_parser()), (PREDICT, predict_parser())):
-        proc = run(script, "--help", cwd=work)
+    for script, parser in ((TRAIN, cli.train_parser()), (PREDICT, cli.predict_parser())):
+        proc = call(script, "--help", cwd=work)
         assert proc.returncode == 0, proc.stderr
         flags = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
         assert len(flags) > 5
@@ -272,6 +320,7 @@ def test_help_lists_every_flag(work):
             assert flag in proc.stdout, f"{script}.py --help does not mention {flag}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, args", [("minibert-train", ["--help"]), ("minibert-predict", ["--model", "nope"])])
 def test_console_scripts(work, name, args):
     script = Path(sys.executable).parent / name
@@ -284,17 +333,25 @@ def test_console_scripts(work, name, args):
         assert_names(error_line(proc), "minibert-predict: error:", "nope", "not found")
 
 
+# ------------------------------------------------------------------------------------- what works
+
+
 def test_train_prints_settings_and_where_the_model_went(work, mlm):
     proc, folder = mlm
     out = proc.stdout
     assert_names(out, "model:", "new tiny model", "BertForMaskedLM", "data:", "corpus.jsonl", f"{len(CORPUS)} examples",
                  "training:", "3 steps", "hardware:", "precision", "output:", "saved the model to mlm after 3 steps")
     assert re.search(r"^hardware:\s+(cpu|cuda\S*), precision (fp32|bf16|fp16)", out, re.M), out
-    assert {"config.json", "model.safetensors", "vocab.txt"} <= {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "vocab.txt", "train_args.json"} <= {p.name for p in folder.iterdir()}
 
 
-def test_fill_mask_json(work, mlm):
-    proc = run(PREDICT, "--model", "mlm", "--json", "--top-k", "3", QUERY, "[MASK][MASK]亮", cwd=work)
+@pytest.mark.slow
+def test_scripts_train_then_fill_mask_json(work):
+    """`python train.py`, then `python predict.py --json` on the model it saved, as separate processes."""
+    trained = run(TRAIN, *TINY, "--train", "corpus.jsonl", "--output", "by-script", "--max-steps", "2", cwd=work)
+    assert trained.returncode == 0, trained.stderr
+    assert_names(trained.stdout, "saved the model to by-script after 2 steps")
+    proc = run(PREDICT, "--model", "by-script", "--json", "--top-k", "3", QUERY, "[MASK][MASK]亮", cwd=work)
     assert proc.returncode == 0, proc.stderr
     results = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["text"] for r in results] == [QUERY, "[MASK][MASK]亮"]
@@ -312,16 +369,27 @@ def test_classify_round_trip(work, clf):
     # --eval-split 0.1 of 40 lines: 36 to train on, 4 held out, and the labels read from the file
     assert_names(proc.stdout, "reviews.jsonl: 36 examples", "labels: bad, good", "eval: 4 examples",
                  "saved the model to clf after 60 steps")
-    ev = run(PREDICT, "--model", "clf", "--eval", "reviews_test.jsonl", "--json", cwd=work)
+    ev = call(PREDICT, "--model", "clf", "--eval", "reviews_test.jsonl", "--json", cwd=work)
     assert ev.returncode == 0, ev.stderr
     metrics = json.loads(ev.stdout)
     assert metrics["examples"] == 20 and metrics["accuracy"] >= 0.9, metrics
-    every = run(PREDICT, "--model", "clf", "--all", "好好好", "坏坏坏坏", cwd=work)
+    every = call(PREDICT, "--model", "clf", "--all", "好好好", "坏坏坏坏", cwd=work)
     assert every.returncode == 0, every.stderr
     scores = [line for line in every.stdout.splitlines() if line.startswith("  ")]
     assert len(scores) == 2 and all(re.search(r"bad \d\.\d{4}\s+good \d\.\d{4}", s) for s in scores), every.stdout
 
 
+def test_pack_trains_on_packed_rows(work):
+    proc = call(TRAIN, *TINY, "--train", "corpus.jsonl", "--output", "packed", "--max-steps", "2", "--pack",
+                "--eval-split", "0.2", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    # 5 lines, 1 held out: the other 4 (9 to 10 tokens each) fit one 128-token row
+    assert_names(proc.stdout, "corpus.jsonl: 1 examples", "4 sequences packed into 1 rows", "eval: 1 examples",
+                 "saved the model to packed after 2 steps")
+    assert json.loads((work / "packed" / "train_args.json").read_text(encoding="utf-8"))["pack"] is True
+
+
+@pytest.mark.slow
 def test_ctrl_c_saves_a_checkpoint_that_resume_continues(work):
     args = [*TINY, "--train", "corpus.jsonl", "--output", "interrupted", "--save-every", "1000000",
             "--log-every", "1"]
@@ -351,7 +419,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resume_continues(work):
     assert (checkpoint / "trainer_state.pt").is_file() and (checkpoint / "model.safetensors").is_file()
     assert os.path.samefile(work / found.group(1), checkpoint)
 
-    resumed = run(TRAIN, *args, "--max-steps", str(step + 2), "--resume", cwd=work)
+    resumed = call(TRAIN, *args, "--max-steps", str(step + 2), "--resume", cwd=work)
     assert resumed.returncode == 0, resumed.stderr
     assert_names(resumed.stdout, f"resumed from {Path('interrupted') / f'checkpoint-{step}'} at step {step}",
                  f"saved the model to interrupted after {step + 2} steps")

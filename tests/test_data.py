@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import CLS, MASK, PAD, SEP, SPECIALS, UNK, vocab_tokenizer
 from torch.utils.data import DataLoader
 
-import minibert.data as data
+import minibert.data.collators as collators
 from minibert.data import (
     ClassificationCollator,
     DataError,
@@ -30,20 +31,16 @@ from minibert.data import (
 )
 from minibert.tokenizer import Tokenizer
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 UNUSED = [f"[unused{i}]" for i in range(5)]
 HANZI = list("诸葛亮是丞相刘备关羽张飞曹操")
 WORDS = [f"w{i}" for i in range(2000)]  # ordinary tokens: ids ORDINARY.start .. ORDINARY.stop - 1
 VOCAB = SPECIALS + UNUSED + HANZI + ["##s"] + WORDS
 ORDINARY = range(VOCAB.index("w0"), len(VOCAB))
-PAD, UNK, CLS, SEP, MASK = range(5)
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory) -> Tokenizer:
-    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    path.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    return Tokenizer.from_vocab(path)
+    return vocab_tokenizer(tmp_path_factory.mktemp("vocab"), VOCAB)
 
 
 def random_features(n: int, lo: int, hi: int, seed: int = 0, unk_rate: float = 0.0,
@@ -207,14 +204,14 @@ def test_epochs_workers_and_resume(tok, monkeypatch):
     # Inside DataLoader worker k the collator (even a forked copy with a live generator) re-seeds from
     # (seed, epoch, rank, k): distinct across workers, reproducible per worker.
     def in_worker(k: int, c: MaskingCollator) -> torch.Tensor:
-        monkeypatch.setattr(data, "get_worker_info", lambda: SimpleNamespace(id=k))
+        monkeypatch.setattr(collators, "get_worker_info", lambda: SimpleNamespace(id=k))
         return c(features)["labels"]
 
     w0, w1 = in_worker(0, MaskingCollator(tok, seed=3)), in_worker(1, MaskingCollator(tok, seed=3))
     assert not torch.equal(w0, w1) and not torch.equal(w0, epoch0)
     assert torch.equal(in_worker(0, MaskingCollator(tok, seed=3)), w0)
     forked = MaskingCollator(tok, seed=3)
-    monkeypatch.setattr(data, "get_worker_info", lambda: None)
+    monkeypatch.setattr(collators, "get_worker_info", lambda: None)
     forked(features)  # the main process's generator is live when the worker is forked
     assert torch.equal(in_worker(1, forked), w1)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_SHAPE
 
 from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 from minibert.checkpoint import state_to_hf
@@ -11,8 +12,7 @@ from minibert.model import flops_per_token, masked_lm_loss, num_parameters
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-            intermediate_size=48, max_position_embeddings=40, type_vocab_size=2)
+TINY = dict(**TINY_SHAPE, vocab_size=120, type_vocab_size=2)
 
 
 def hf_tiny(cls_name: str, seed: int = 0, **kw):
@@ -177,12 +177,24 @@ def test_tied_decoder_and_init():
     model = BertForMaskedLM(cfg)
     names = dict(model.named_parameters())
     assert not any("decoder" in n for n in names)  # the decoder is the embedding table itself
-    assert num_parameters(model) == sum(p.numel() for p in model.parameters())
+    # transformers counts its tied decoder once too: the same parameters, counted the same way
+    assert num_parameters(model) == transformers.BertForMaskedLM(transformers.BertConfig(**TINY)).num_parameters()
     w = model.bert.layers[0].attn.qkv.weight
     assert abs(w.std().item() - cfg.initializer_range) < 0.003
     assert torch.all(model.bert.layers[0].attn_norm.weight == 1)
     assert torch.all(model.bert.embeddings.word.weight[cfg.pad_token_id] == 0)
-    assert flops_per_token(cfg, 128) > flops_per_token(cfg, 128, mlm_fraction=0.15)
+
+
+def test_flops_per_token_counts_the_models_matmuls():
+    """2 FLOPs per weight of every matmul (the tied decoder included) plus attention's QK^T and AV,
+    times 3 for forward + backward; the MLM head's share scales with the positions it runs on."""
+    cfg, T = BertConfig(**TINY), 16
+    model = BertForMaskedLM(cfg)
+    encoder = sum(m.weight.numel() for m in model.bert.modules() if isinstance(m, torch.nn.Linear))
+    head = model.head.dense.weight.numel() + cfg.vocab_size * cfg.hidden_size
+    attention = cfg.num_hidden_layers * 2 * 2 * T * cfg.hidden_size
+    assert flops_per_token(cfg, T) == 3 * (2 * encoder + attention + 2 * head)
+    assert flops_per_token(cfg, T, mlm_fraction=0.15) == pytest.approx(3 * (2 * encoder + attention + 2 * head * 0.15))
 
 
 def test_half_precision_padding_has_no_nan():

@@ -12,30 +12,24 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from conftest import CLS, PAD, SEP, SPECIALS, TINY_SHAPE, tiny_config, vocab_tokenizer
 
-from minibert import BertConfig, BertForMaskedLM, MaskingCollator, Tokenizer, TrainConfig, Trainer
+from minibert import BertForMaskedLM, MaskedLM, MaskingCollator, Tokenizer, TrainConfig, Trainer
 from minibert.data import PackingCollator, pack_features
 from minibert.model import packed_mask_for_sdpa, packed_position_ids
 
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 VOCAB = SPECIALS + [f"w{i}" for i in range(115)]
-PAD, UNK, CLS, SEP, MASK = range(5)
-MAX_LEN = 40
+MAX_LEN = TINY_SHAPE["max_position_embeddings"]
 
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory) -> Tokenizer:
-    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
-    path.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    return Tokenizer.from_vocab(path)
+    return vocab_tokenizer(tmp_path_factory.mktemp("vocab"), VOCAB)
 
 
 def tiny_model(seed: int = 0) -> BertForMaskedLM:
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=48, max_position_embeddings=MAX_LEN, hidden_dropout_prob=0.0,
-                     attention_probs_dropout_prob=0.0)
-    model = BertForMaskedLM(cfg)
+    model = BertForMaskedLM(tiny_config(len(VOCAB), dropout=0.0))
     # Init leaves LayerNorms at identity and biases at zero; perturb every parameter so all of them
     # take part, the position table above all (a wrong position id must change the output).
     with torch.no_grad():
@@ -75,7 +69,7 @@ def unpack(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], lis
     """The packed batch's sequences as an ordinary padded batch (one row each, the same tokens and
     labels), and for each sequence the (row, columns) it occupies in the packed batch."""
     where = []
-    for r, row in enumerate(batch["segment_ids"]):
+    for r, row in enumerate(batch["sequence_ids"]):
         for k in row.unique().tolist():
             if k > 0:
                 where.append((r, (row == k).nonzero().squeeze(1)))
@@ -93,7 +87,7 @@ def unpack(batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], lis
     return padded, where
 
 
-def test_positions_restart_per_segment():
+def test_positions_restart_per_sequence():
     seg = torch.tensor([[1, 1, 1, 2, 2, 3, 0, 0],
                         [1, 1, 1, 1, 1, 1, 1, 1],
                         [0, 0, 0, 0, 0, 0, 0, 0]])
@@ -111,22 +105,22 @@ def test_pack_features_best_fit_decreasing():
     feats = features([6, 5, 4, 3, 2])
     packed = pack_features(feats, 10)
     # Longest first, each into the fullest row with room: [6, 4], [5, 3, 2].
-    assert [np.bincount(p["segment_ids"])[1:].tolist() for p in packed] == [[6, 4], [5, 3, 2]]
+    assert [np.bincount(p["sequence_ids"])[1:].tolist() for p in packed] == [[6, 4], [5, 3, 2]]
     rows = pack_features(features(LENGTHS), MAX_LEN)
     assert all(len(p["input_ids"]) <= MAX_LEN for p in rows)
     assert len(rows) == 5  # 193 tokens need at least ceil(193 / 40) = 5 rows; 12 when padded
     # Every sequence comes out once, intact, with its token types.
     got = Counter()
     for p in rows:
-        for k in range(1, p["segment_ids"].max() + 1):
-            s = p["segment_ids"] == k
+        for k in range(1, p["sequence_ids"].max() + 1):
+            s = p["sequence_ids"] == k
             got[(tuple(p["input_ids"][s]), tuple(p["token_type_ids"][s]))] += 1
     assert got == Counter((tuple(f["input_ids"]), tuple(f["token_type_ids"])) for f in features(LENGTHS))
-    # Whole words never cross sequences: every word id belongs to one segment.
+    # Whole words never cross sequences: every word id belongs to one sequence.
     for p in rows:
         w = p["word_ids"]
         for word in np.unique(w[w >= 0]):
-            assert len(np.unique(p["segment_ids"][w == word])) == 1
+            assert len(np.unique(p["sequence_ids"][w == word])) == 1
         assert (w[p["input_ids"] == CLS] == -1).all()
     with pytest.raises(ValueError, match="more than max_length=10"):
         pack_features(features([11]), 10)
@@ -134,9 +128,9 @@ def test_pack_features_best_fit_decreasing():
 
 def test_packing_collator_batch(tok):
     batch = packed_batch(tok)
-    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "segment_ids"}
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "sequence_ids"}
     assert all(v.dtype == torch.long and v.shape == batch["input_ids"].shape for v in batch.values())
-    assert torch.equal(batch["segment_ids"] > 0, batch["attention_mask"].bool())
+    assert torch.equal(batch["sequence_ids"] > 0, batch["attention_mask"].bool())
     labelled = batch["labels"] != -100
     assert labelled.any()
     assert not torch.isin(batch["labels"][labelled], torch.tensor([PAD, CLS, SEP])).any()
@@ -152,9 +146,9 @@ def test_packed_matches_padded(tok, whole_word):
     assert len(where) == len(LENGTHS) and padded["input_ids"].shape[0] > packed["input_ids"].shape[0]
     with torch.no_grad():
         h_packed = model.bert(packed["input_ids"], packed["attention_mask"], packed["token_type_ids"],
-                              segment_ids=packed["segment_ids"])
+                              sequence_ids=packed["sequence_ids"])
         h_padded = model.bert(padded["input_ids"], padded["attention_mask"], padded["token_type_ids"])
-        logits_packed = model(packed["input_ids"], segment_ids=packed["segment_ids"],
+        logits_packed = model(packed["input_ids"], sequence_ids=packed["sequence_ids"],
                               token_type_ids=packed["token_type_ids"]).logits
         logits_padded = model(padded["input_ids"], padded["attention_mask"], padded["token_type_ids"]).logits
     for n, (r, cols) in enumerate(where):
@@ -184,19 +178,19 @@ def test_no_nan_with_padding():
     seg[1, :16] = 1
     ids = torch.where(seg > 0, torch.randint(5, len(VOCAB), seg.shape), PAD)
     labels = torch.where(seg > 0, ids, -100)
-    out = model(ids, (seg > 0).long(), labels=labels, segment_ids=seg)
-    h = model.bert(ids, segment_ids=seg)
+    out = model(ids, (seg > 0).long(), labels=labels, sequence_ids=seg)
+    h = model.bert(ids, sequence_ids=seg)
     assert torch.isfinite(h).all() and torch.isfinite(out.loss)
     out.loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
 def test_trainer_takes_packed_batches(tok, tmp_path):
-    """The trainer passes the collator's segment_ids through to the model."""
+    """The trainer passes the collator's sequence_ids through to the model."""
     train = pack_features(features(LENGTHS), MAX_LEN)
     cfg = TrainConfig(output=str(tmp_path), max_steps=2, batch_size=2, device="cpu", precision="fp32",
                       progress=False, log_every=1)
-    trainer = Trainer(tiny_model(), cfg, train, PackingCollator(MaskingCollator(tok, seed=0)),
+    trainer = Trainer(tiny_model(), cfg, MaskedLM(pack=True), train, MaskedLM(pack=True).collator(tok),
                       log=lambda *_: None)
     summary = trainer.train()
     assert summary["steps"] == 2 and np.isfinite(summary["final_train_loss"])

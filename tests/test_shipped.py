@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import functools
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import PREDICT, ROOT, TRAIN, call, run
 
 from minibert import BertForMaskedLM, FillMask, Tokenizer
 from minibert.data import read_texts
 
 MODEL = ROOT / "models" / "zh-small"
 QUERY = "三国人物诸葛[MASK]"
-
-
-def run(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
 def test_shipped_model_files_and_vocab():
@@ -81,19 +75,20 @@ def test_three_kingdoms_example_is_all_in_vocabulary():
         assert tok.unk_token_id not in tok.encode(t).ids, t
 
 
+@pytest.mark.slow
 def test_demo_cloze_fine_tuning_end_to_end(tmp_path):
     """The default job as a user runs it: 涛 is not the top completion before fine-tuning and is after."""
-    before = run("predict.py", "--model", str(MODEL), "--json", QUERY)
+    before = run(PREDICT, "--model", str(MODEL), "--json", QUERY, cwd=ROOT, timeout=600)
     assert before.returncode == 0, before.stderr
     top_before = json.loads(before.stdout)["masks"][0]["candidates"][0]["token"]
     assert top_before != "涛"
 
     out = tmp_path / "three_kingdoms"
-    trained = run(str(ROOT / "train.py"), "--output", str(out), "--no-progress", cwd=tmp_path)
+    trained = run(TRAIN, "--output", str(out), "--no-progress", cwd=tmp_path, timeout=600)
     assert trained.returncode == 0, trained.stderr
     assert "saved the model to" in trained.stdout
 
-    after = run("predict.py", "--model", str(out), "--json", QUERY)
+    after = run(PREDICT, "--model", str(out), "--json", QUERY, cwd=ROOT, timeout=600)
     assert after.returncode == 0, after.stderr
     top_after = json.loads(after.stdout)["masks"][0]["candidates"][0]
     assert top_after["token"] == "涛", after.stdout
@@ -104,7 +99,7 @@ HELDOUT = ROOT / "tests" / "data" / "zh_heldout.txt"  # make data's pretrain_val
 
 
 def heldout_accuracy(model_dir) -> float:
-    out = run("predict.py", "--model", str(model_dir), "--eval", str(HELDOUT), "--json")
+    out = call(PREDICT, "--model", str(model_dir), "--eval", str(HELDOUT), "--json", cwd=ROOT)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.splitlines()[0])["accuracy"]
 
@@ -119,6 +114,7 @@ def test_shipped_model_heldout_accuracy():
     assert shipped_heldout() >= 0.45
 
 
+@pytest.mark.slow
 def test_a_second_invented_name_is_learned(tmp_path):
     """Not the demo file: other sentences, another invented figure (whose name character is rare in
     the corpus), 10 epochs at batch 8. The name must come out on top and the model must keep what it
@@ -129,9 +125,9 @@ def test_a_second_invented_name_is_learned(tmp_path):
     before = FillMask.from_pretrained(MODEL, device="cpu")(query)[0].masks[0].candidates
     assert before[0].token != "砚"
     out = tmp_path / "painter"
-    trained = run(str(ROOT / "train.py"), "--model", str(MODEL), "--train", str(ROOT / "tests" / "data" /
-                  "song_painter.json"), "--epochs", "10", "--batch-size", "8", "--lr", "2e-4", "--output", str(out),
-                  "--no-progress", cwd=tmp_path)
+    trained = call(TRAIN, "--model", str(MODEL), "--train", str(ROOT / "tests" / "data" / "song_painter.json"),
+                   "--epochs", "10", "--batch-size", "8", "--lr", "2e-4", "--output", str(out), "--no-progress",
+                   cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     after = FillMask.from_pretrained(out, device="cpu")(query)[0].masks[0].candidates
     assert after[0].token == "砚", [(c.token, round(c.score, 3)) for c in after]

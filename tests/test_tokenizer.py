@@ -43,8 +43,8 @@ def hf(folder):
 
 
 @pytest.fixture(scope="module")
-def tok(folder):
-    return Tokenizer.from_pretrained(folder)
+def tok(minilm_tokenizer):
+    return minilm_tokenizer
 
 
 def assert_same(ours: Encoding, ref: dict) -> None:
@@ -208,6 +208,13 @@ def test_errors_name_the_file_and_fix(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text("{")
     with pytest.raises(ValueError, match=r"tokenizer_config.json:1: not valid JSON"):
         Tokenizer.from_pretrained(tmp_path)
+    (tmp_path / "tokenizer_config.json").unlink()
+    (tmp_path / "vocab.txt").write_bytes(b"[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n" + "中".encode("gbk") + b"\n")
+    with pytest.raises(ValueError, match=r"vocab.txt:6: byte 0xd6 is not valid UTF-8"):
+        Tokenizer.from_pretrained(tmp_path)
+    # A byte-order mark is not part of the first token; \r\n line ends are line ends.
+    (tmp_path / "vocab.txt").write_bytes(b"\xef\xbb\xbf[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\n[MASK]\r\nhello\r\n")
+    assert Tokenizer.from_pretrained(tmp_path).convert_tokens_to_ids(["[PAD]", "hello"]) == [0, 5]
     tok = Tokenizer.from_vocab(tmp_path / "vocab.txt")
     with pytest.raises(ValueError, match="max_length=2 leaves no room"):
         tok.encode("hello", max_length=2)

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import minilm_dir
+from conftest import minilm_dir, tiny_config
 
-from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, MaskingCollator, Tokenizer
+from minibert import BertForMaskedLM, BertForSequenceClassification, MaskedLM, MaskingCollator, Tokenizer
 from minibert.data import ClassificationCollator, tokenize_texts
-from minibert.trainer import STATE_FILE, TrainConfig, Trainer, TrainingError, list_checkpoints, macro_f1
+from minibert.tasks import SequenceClassification
+from minibert.trainer import STATE_FILE, TrainConfig, Trainer, TrainingError, list_checkpoints
 
 SENTENCES = [
     "the cat sat on the mat", "the dog sat on the log", "a bird flew over the house",
@@ -24,15 +25,9 @@ SENTENCES = [
 ]
 
 
-def tiny_cfg(vocab_size: int, dropout: float = 0.1) -> BertConfig:
-    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=64, hidden_dropout_prob=dropout,
-                      attention_probs_dropout_prob=dropout)
-
-
 @pytest.fixture(scope="module")
-def tok() -> Tokenizer:
-    return Tokenizer.from_pretrained(minilm_dir())
+def tok(minilm_tokenizer) -> Tokenizer:
+    return minilm_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +37,11 @@ def features(tok):
 
 def make_trainer(tok, features, tmp_path, seed=0, dropout=0.1, **kw) -> Trainer:
     torch.manual_seed(seed)
-    model = BertForMaskedLM(tiny_cfg(tok.vocab_size, dropout))
+    model = BertForMaskedLM(tiny_config(tok.vocab_size, dropout=dropout))
     args = dict(output=str(tmp_path), batch_size=4, lr=3e-3, warmup=2, precision="fp32", device="cpu",
                 progress=False, log_every=1, seed=0)
     args.update(kw)
-    return Trainer(model, TrainConfig(**args), features, MaskingCollator(tok, seed=0), tokenizer=tok,
+    return Trainer(model, TrainConfig(**args), MaskedLM(), features, MaskingCollator(tok, seed=0), tokenizer=tok,
                    log=lambda *_: None)
 
 
@@ -54,8 +49,6 @@ def test_mlm_loss_drops_on_a_repeated_corpus(tok, features, tmp_path):
     trainer = make_trainer(tok, features, tmp_path, max_steps=150, schedule="constant", lr=5e-3)
     trainer.train()
     lines = [line for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
-    import json
-
     losses = [json.loads(line)["loss"] for line in lines]
     first, last = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
     # ln(30522) = 10.3 at the start; a model that learnt the 12 sentences gets far below it.
@@ -100,10 +93,10 @@ def test_resume_ignores_and_cleans_half_written_checkpoints(tok, features, tmp_p
 
 def test_accumulated_gradient_equals_big_batch_gradient(tok, tmp_path):
     torch.manual_seed(0)
-    model = BertForMaskedLM(tiny_cfg(tok.vocab_size, dropout=0.0))
+    model = BertForMaskedLM(tiny_config(tok.vocab_size, dropout=0.0))
     feats = tokenize_texts(tok, SENTENCES[:6], max_length=32)
     t = Trainer(model, TrainConfig(output=str(tmp_path), batch_size=2, precision="fp32", device="cpu",
-                                   progress=False), feats, MaskingCollator(tok), log=lambda *_: None)
+                                   progress=False), MaskedLM(), feats, MaskingCollator(tok), log=lambda *_: None)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 2000, (6, 10), generator=g)
     labels = torch.full_like(ids, -100)
@@ -124,7 +117,7 @@ def test_accumulated_gradient_equals_big_batch_gradient(tok, tmp_path):
 
 def test_finite_difference_gradients_float64():
     torch.manual_seed(0)
-    model = BertForMaskedLM(tiny_cfg(50, dropout=0.0)).double()
+    model = BertForMaskedLM(tiny_config(50, dropout=0.0)).double()
     ids = torch.randint(5, 50, (2, 6))
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
     labels = torch.full_like(ids, -100)
@@ -173,7 +166,7 @@ def test_nan_loss_stops_training_and_saves_nothing_after(tok, features, tmp_path
 
 def test_classification_eval_metrics(tok, tmp_path):
     torch.manual_seed(0)
-    cfg = tiny_cfg(tok.vocab_size)
+    cfg = tiny_config(tok.vocab_size, dropout=0.1)
     cfg.num_labels = 2
     model = BertForSequenceClassification(cfg)
     feats = tokenize_texts(tok, SENTENCES, max_length=32)
@@ -181,19 +174,13 @@ def test_classification_eval_metrics(tok, tmp_path):
         f["label"] = int("the" in SENTENCES[i].split())
     t = Trainer(model, TrainConfig(output=str(tmp_path), batch_size=4, lr=3e-3, max_steps=40, precision="fp32",
                                    device="cpu", progress=False, log_every=20),
-                feats, ClassificationCollator(tok.pad_token_id), feats, tokenizer=tok, log=lambda *_: None)
+                SequenceClassification(), feats, ClassificationCollator(tok.pad_token_id), feats, tokenizer=tok,
+                log=lambda *_: None)
     summary = t.train()
     ev = summary["eval"]
     assert set(ev) >= {"eval_loss", "accuracy", "macro_f1"}
     assert ev["accuracy"] >= 0.9  # it can memorise 12 sentences
     assert (tmp_path / "best" / "config.json").is_file()
-
-
-def test_macro_f1():
-    pred = torch.tensor([0, 0, 1, 1, 2, 2])
-    gold = torch.tensor([0, 1, 1, 1, 2, 0])
-    # class 0: tp1 fp1 fn1 -> 0.5; class 1: tp2 fp0 fn1 -> 0.8; class 2: tp1 fp1 fn0 -> 2/3
-    assert macro_f1(pred, gold, 3) == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
 
 
 def _ddp_worker(rank: int, world: int, init: str, out: str, vocab_dir: str):
@@ -204,10 +191,11 @@ def _ddp_worker(rank: int, world: int, init: str, out: str, vocab_dir: str):
     try:
         tok = Tokenizer.from_pretrained(vocab_dir)
         torch.manual_seed(0)
-        model = BertForMaskedLM(tiny_cfg(tok.vocab_size, dropout=0.0))
+        model = BertForMaskedLM(tiny_config(tok.vocab_size, dropout=0.0))
         cfg = TrainConfig(output=out, batch_size=2, lr=1e-2, warmup=0, max_steps=3, precision="fp32",
                           device="cpu", progress=False)
-        t = Trainer(model, cfg, tokenize_texts(tok, SENTENCES, 32), MaskingCollator(tok), log=lambda *_: None)
+        t = Trainer(model, cfg, MaskedLM(), tokenize_texts(tok, SENTENCES, 32), MaskingCollator(tok),
+                    log=lambda *_: None)
         batch = _combined_batch()
         for _ in range(3):  # rank r takes rows r, r+2: unequal numbers of targets per rank
             t.step([{k: v[rank::2] for k, v in batch.items()}])
@@ -228,16 +216,17 @@ def _combined_batch():
             "labels": labels}
 
 
+@pytest.mark.slow
 def test_two_process_ddp_equals_one_process(tok, tmp_path):
     vocab_dir = str(minilm_dir())
     mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path}/rendezvous", str(tmp_path), vocab_dir), nprocs=2)
     w0 = torch.load(tmp_path / "rank0.pt")
     w1 = torch.load(tmp_path / "rank1.pt")
     torch.manual_seed(0)
-    model = BertForMaskedLM(tiny_cfg(tok.vocab_size, dropout=0.0))
+    model = BertForMaskedLM(tiny_config(tok.vocab_size, dropout=0.0))
     t = Trainer(model, TrainConfig(output=str(tmp_path / "single"), batch_size=2, lr=1e-2, warmup=0, max_steps=3,
                                    precision="fp32", device="cpu", progress=False),
-                tokenize_texts(tok, SENTENCES, 32), MaskingCollator(tok), log=lambda *_: None)
+                MaskedLM(), tokenize_texts(tok, SENTENCES, 32), MaskingCollator(tok), log=lambda *_: None)
     for _ in range(3):
         t.step([_combined_batch()])
     for k, v in model.state_dict().items():

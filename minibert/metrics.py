@@ -1,0 +1,95 @@
+"""Evaluation: the loop over a dataset, and the metrics of each task.
+
+A metrics object is fed every evaluation batch with the model's output (`update`) and then says
+what it measured (`result`). The task picks which one (tasks.py); the trainer, predict.py and the
+benchmarks all evaluate through `evaluate`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from .runtime import autocast
+
+if TYPE_CHECKING:
+    from .model import Output
+
+
+class MaskedLMMetrics:
+    """Loss, perplexity and accuracy over the masked tokens."""
+
+    def __init__(self) -> None:
+        self.loss_sum, self.n, self.correct = 0.0, 0, 0
+
+    def update(self, out: Output, batch: dict[str, torch.Tensor]) -> None:
+        k = int(out.n_targets)
+        self.loss_sum += float(out.loss) * k
+        self.n += k
+        target = batch["labels"][batch["labels"] != -100]  # (N,), the order of the sparse head's logits
+        self.correct += int((out.logits.argmax(-1) == target).sum())
+
+    def result(self) -> dict:
+        loss = self.loss_sum / max(1, self.n)
+        return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": self.correct / max(1, self.n),
+                "masked_tokens": self.n}
+
+
+class ClassificationMetrics:
+    """Loss, accuracy and macro-F1 over the examples; loss only when num_labels == 1 (regression)."""
+
+    def __init__(self, num_labels: int) -> None:
+        self.num_labels = num_labels
+        self.loss_sum, self.n = 0.0, 0
+        self.preds: list[torch.Tensor] = []
+        self.golds: list[torch.Tensor] = []
+
+    def update(self, out: Output, batch: dict[str, torch.Tensor]) -> None:
+        k = int(out.n_targets)
+        self.loss_sum += float(out.loss) * k
+        self.n += k
+        if self.num_labels > 1:
+            self.preds.append(out.logits.argmax(-1).cpu())
+            self.golds.append(batch["labels"].cpu())
+
+    def result(self) -> dict:
+        metrics = {"eval_loss": self.loss_sum / max(1, self.n), "examples": self.n}
+        if self.preds:
+            metrics.update(classification_metrics(torch.cat(self.preds), torch.cat(self.golds), self.num_labels))
+        return metrics
+
+
+def classification_metrics(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> dict[str, float]:
+    """Accuracy and macro-F1 of predicted class indices against gold ones."""
+    return {"accuracy": float((pred == gold).float().mean()), "macro_f1": macro_f1(pred, gold, num_labels)}
+
+
+def macro_f1(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> float:
+    f1s = []
+    for c in range(num_labels):
+        tp = int(((pred == c) & (gold == c)).sum())
+        fp = int(((pred == c) & (gold != c)).sum())
+        fn = int(((pred != c) & (gold == c)).sum())
+        if tp + fp + fn == 0:
+            continue  # a class absent from both predictions and gold says nothing
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return sum(f1s) / max(1, len(f1s))
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, features: list[dict], collate: Callable, batch_size: int, device: torch.device,
+             metrics: MaskedLMMetrics | ClassificationMetrics, precision: str = "fp32") -> dict:
+    """Run the model over `features` in batches formed in length order and return `metrics.result()`."""
+    model.eval()
+    order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
+    for s in range(0, len(order), batch_size):
+        batch = collate([features[i] for i in order[s:s + batch_size]])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, precision):
+            out = model(**batch)
+        metrics.update(out, batch)
+    return metrics.result()

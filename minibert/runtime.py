@@ -1,0 +1,77 @@
+"""Where and in what precision the model runs: the one place these rules live.
+
+Used by the trainer, the pipelines, the CLI and the benchmarks, so that `--device auto` and
+`--precision auto` mean the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """`auto`: this process's GPU (its LOCAL_RANK under torchrun), else the CPU. Otherwise the named
+    device, checked to exist here: torch's own errors for a missing GPU are tracebacks."""
+    name = str(name)
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if dist.is_available() and dist.is_initialized():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is available; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"numbered from 0")
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU multiplies bf16 in hardware (AMX or AVX512-BF16). Elsewhere (AVX2-only
+    CPUs) bf16 autocast is emulated and many times slower than fp32 (BENCHMARKS.md), so `auto`
+    must not pick it there."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """`auto`: bf16 on GPUs that have it (else fp16) and on CPUs with native bf16, else fp32."""
+    if name == "auto":
+        if device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if name not in PRECISIONS:
+        raise ValueError(f"--precision {name}: use fp32, bf16, fp16 or auto")
+    if name == "fp16" and device.type != "cuda":
+        raise ValueError("--precision fp16 needs a CUDA GPU; on CPU use bf16 (or fp32)")
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass's context: autocast to bf16/fp16 (weights stay fp32), nothing for fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def allow_tf32(device: torch.device) -> None:
+    """On GPUs, let fp32 matmuls use TF32 tensor cores: ~8x the fp32 rate at a 10-bit mantissa."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
