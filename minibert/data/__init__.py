@@ -8,7 +8,7 @@
 The names below are imported on first use, so `import minibert.data.readers` stays torch-free.
 """
 
-import importlib
+from .._lazy import lazy_exports
 
 # name -> the module of this package that defines it
 _LAZY = {
@@ -34,13 +34,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
