@@ -154,13 +154,25 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: cannot read safetensors file ({e})") from None
 
 
+def pickled_global(error: Exception) -> str | None:
+    """The function or class a pickle refused by torch.load(weights_only=True) wanted to import
+    (e.g. "posix.system"), or None when the refusal was about damaged bytes, not code."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return found.group(1) if found else None
+
+
 def _load_bin(path: Path) -> dict[str, torch.Tensor]:
     # weights_only: the unpickler builds tensors and plain containers only, never runs code.
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refused to load: not a plain tensor checkpoint ({first})") from None
+    except pickle.UnpicklingError as e:
+        code = pickled_global(e)
+        if code is None:
+            raise CheckpointError(f"{path}: unreadable, the file is truncated or corrupted; copy it again") from None
+        raise CheckpointError(f"{path}: refused, it would call {code} (pickled code, never run); if you trust "
+                              f"its source, convert it to model.safetensors there") from None
+    except Exception:  # damaged bytes make torch.load raise RuntimeError, EOFError, IndexError, ...
+        raise CheckpointError(f"{path}: unreadable, the file is truncated or corrupted; copy it again") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]

@@ -47,16 +47,18 @@ def _run(prog: str, fn, argv) -> int:
 
     from .checkpoint import CheckpointError
     from .data.readers import DataError
+    from .lock import LockError
     from .trainer import TrainingError
 
     try:
         return fn(argv) or 0
-    except KeyboardInterrupt as e:
-        return _fail(prog, str(e) or "interrupted", 130)
+    except KeyboardInterrupt as e:  # the trainer's Interrupted carries 143 for SIGTERM
+        return _fail(prog, str(e) or "interrupted", getattr(e, "exit_status", 130))
     except torch.OutOfMemoryError:
         return _fail(prog, "out of memory; lower --batch-size (raise --grad-accum to keep the effective batch) "
                            "or --max-length")
-    except (UsageError, DataError, CheckpointError, TrainingError, FileNotFoundError, ValueError) as e:
+    except (UsageError, DataError, CheckpointError, TrainingError, LockError, FileNotFoundError,
+            ValueError) as e:
         return _fail(prog, str(e).splitlines()[0] if str(e) else type(e).__name__)
     except RuntimeError as e:
         if "out of memory" in str(e) or "can't allocate memory" in str(e):
@@ -338,18 +340,27 @@ def _from_flags(cls: type, args, **resolved):
 def train_command(argv: list[str] | None) -> int:
     args = train_parser().parse_args(argv)
     _show_warnings()
-    import torch
-
-    from .model import num_parameters
+    from .lock import OutputLock
     from .runtime import resolve_device
-    from .tasks import TASKS
-    from .trainer import TrainConfig, Trainer
 
     _resolve_job(args)
     resolve_device(args.device)  # a device this machine lacks fails here, before any work
     rank, world = _init_distributed()
-    if rank == 0:
+    if rank != 0:
+        return _train(args, rank, world)
+    # Held from before anything in --output is touched (--overwrite, train_args.json) to the end.
+    with OutputLock(args.output):
         _check_output(args)
+        return _train(args, rank, world)
+
+
+def _train(args, rank: int, world: int) -> int:
+    import torch
+
+    from .model import num_parameters
+    from .tasks import TASKS
+    from .trainer import TrainConfig, Trainer, file_signature
+
     torch.manual_seed(args.seed)
 
     task = _from_flags(TASKS[args.task], args)
@@ -374,7 +385,8 @@ def train_command(argv: list[str] | None) -> int:
     eval_collate = task.eval_collator(tokenizer, seed=args.seed + 1)
     model = _build_model(task.model_class, data.config, args, rank)
     tcfg = _from_flags(TrainConfig, args, max_length=max_length)
-    trainer = Trainer(model, tcfg, task, data.train, collate, data.eval, eval_collate, tokenizer)
+    trainer = Trainer(model, tcfg, task, data.train, collate, data.eval, eval_collate, tokenizer,
+                      data_signature=file_signature(args.train))
 
     if rank == 0:
         cfg = model.config

@@ -8,15 +8,18 @@ One optimizer step, top to bottom (`Trainer.step`):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import pickle
 import random
 import shutil
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,9 +30,10 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import convert_from_hf, read_weights
+from .checkpoint import CheckpointError, convert_from_hf, pickled_global, read_weights
 from .config import option
 from .data.sampler import LengthGroupedSampler
+from .lock import OutputLock
 from .metrics import evaluate
 from .optim import AdamW, LossScaler, make_schedule, param_groups
 from .runtime import allow_tf32, autocast, resolve_device, resolve_precision
@@ -38,12 +42,60 @@ if TYPE_CHECKING:
     from .tasks import Task
 
 CHECKPOINT_PREFIX = "checkpoint-"
-TMP_PREFIX = ".tmp-checkpoint-"
+TMP_PREFIX = ".tmp-"  # folders being written: .tmp-checkpoint-N, .tmp-best, .tmp-final
+OLD_PREFIX = ".old-"  # the previous best/ while the new one is moved in
 STATE_FILE = "trainer_state.pt"
+STATE_KEYS = ("step", "position", "optimizer", "schedule", "scaler", "rng", "collate", "best")
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on; the message says why and what to change."""
+
+
+class BrokenCheckpoint(TrainingError):
+    """A checkpoint folder whose files are truncated, corrupted or incomplete."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training was stopped by SIGINT (Ctrl-C) or SIGTERM (timeout, schedulers, container stops) after
+    saving a checkpoint. exit_status is the shell's convention for death by that signal: 128 + its
+    number (130, 143)."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.signum = int(signum)
+        self.exit_status = 128 + self.signum
+
+
+class _Signal(KeyboardInterrupt):
+    """Raised by the trainer's signal handler between steps; becomes Interrupted once saved."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def file_signature(path: str | Path) -> dict:
+    """Name, size and SHA-256 of a data file: what a resumed run checks it is training on again."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"train_file": path.name, "train_bytes": path.stat().st_size, "train_sha256": digest.hexdigest()}
+
+
+def _short(value) -> str:
+    """A signature value for an error line: hashes cut to 12 characters."""
+    return value[:12] if isinstance(value, str) and len(value) == 64 else str(value)
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
 
 
 def parse_betas(text: str) -> tuple[float, float]:
@@ -81,6 +133,9 @@ class TrainConfig:
     eval_every: int = option(0, "evaluate every N steps, 0 = only at the end")
     save_every: int = option(0, "checkpoint every N steps, 0 = only the final model")
     keep_checkpoints: int = option(2, "keep the last K checkpoint folders")
+    accept_changed_run: bool = option(False, "let --resume continue although the training file, task, batch "
+                                      "size or max length differ from the checkpoint's run (the data position "
+                                      "is then only approximate)")
     log_every: int = option(10, "steps between metrics.jsonl lines and progress-bar updates")
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     compile: bool = option(False, "torch.compile the model: pays off on GPUs for runs of many steps; on CPU the "
@@ -126,7 +181,14 @@ def list_checkpoints(output: Path) -> list[Path]:
 
 
 def clean_partial_checkpoints(output: Path) -> list[Path]:
-    """Remove temporary folders an interrupted save left behind."""
+    """Remove the folders an interrupted save left behind (.tmp-*), and put back a best/ that was
+    being replaced when the run stopped."""
+    old_best, best = output / f"{OLD_PREFIX}best", output / "best"
+    if old_best.is_dir():
+        if best.is_dir():
+            shutil.rmtree(old_best, ignore_errors=True)
+        else:
+            os.replace(old_best, best)
     removed = [p for p in output.glob(TMP_PREFIX + "*") if p.is_dir()]
     for p in removed:
         shutil.rmtree(p, ignore_errors=True)
@@ -145,7 +207,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, task: Task, train_data: list[dict], collate: Callable,
                  eval_data: list[dict] | None = None, eval_collate: Callable | None = None, tokenizer=None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, data_signature: dict | None = None):
         self.cfg = cfg
         self.task = task
         self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
@@ -171,7 +233,7 @@ class Trainer:
         # position means nothing with other batches or other blocks of text.
         self.run_signature = {"task": task.name, "examples": len(train_data), "tokens": sum(lengths),
                               "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
-                              "max_length": cfg.max_length, "world_size": self.world}
+                              "max_length": cfg.max_length, "world_size": self.world, **(data_signature or {})}
         if len(self.sampler) == 0:
             raise TrainingError(f"the training data ({len(train_data)} examples) gives no batch on this process")
         steps_per_epoch = math.ceil(len(self.sampler) / cfg.grad_accum)
@@ -197,6 +259,9 @@ class Trainer:
         self.position = (0, 0)  # (epoch, next micro-batch in that epoch)
         self.best: dict | None = None
         self.first_bad_step = torch.tensor(-1, device=self.device)  # first step whose loss was inf/nan
+        self._saving = False  # a save in progress: signals wait for it (see _critical)
+        self._pending_signal: int | None = None
+        self._stopping = False
 
     # ------------------------------------------------------------------ data
 
@@ -277,56 +342,164 @@ class Trainer:
         return evaluate(self.model, self.eval_data, self.eval_collate, self.cfg.batch_size * 2, self.device,
                         self.task.metrics(self.model.config), self.precision)
 
+    # ------------------------------------------------------------------ signals
+
+    @contextmanager
+    def _signals(self):
+        """While training: SIGINT and SIGTERM stop the loop (a checkpoint is saved, then Interrupted is
+        raised). Only the main thread can install handlers; elsewhere Ctrl-C stays Python's."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            if self._saving:  # never abandon a save half-way: stop once it is complete
+                self._pending_signal = signum
+                self.log(f"{signal.Signals(signum).name}: finishing the save in progress, then stopping")
+                return
+            raise _Signal(signum)
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    @contextmanager
+    def _critical(self):
+        """A save that a signal must not cut short: a signal that arrives meanwhile is raised after it."""
+        outer, self._saving = self._saving, True
+        try:
+            yield
+        finally:
+            self._saving = outer
+        if not outer and self._pending_signal is not None and not self._stopping:
+            signum, self._pending_signal = self._pending_signal, None
+            raise _Signal(signum)
+
     # ------------------------------------------------------------------ checkpoints
 
+    def _write_error(self, what: str, error: OSError, needed: int) -> TrainingError:
+        """A one-line error for a failed write: the folder, the reason, the space it needs, what is safe."""
+        try:
+            free = f", {_size(shutil.disk_usage(self.output).free)} free"
+        except OSError:
+            free = ""
+        found = list_checkpoints(self.output)
+        safe = f"; {found[-1].name} is intact and --resume continues from it" if found else ""
+        return TrainingError(f"{self.output}: could not write {what} ({error.strerror or error}); it needs about "
+                             f"{_size(needed)}{free}{safe}")
+
+    def _model_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+
     def save_checkpoint(self) -> Path | None:
-        """Write output/checkpoint-STEP atomically: into a temporary folder, then renamed."""
+        """Write output/checkpoint-STEP atomically: into a temporary folder, then renamed. A write error
+        (a full disk) removes the partial folder and leaves every earlier checkpoint as it was."""
         self.check_finite()
         if not self.is_main:
             return None
         final = self.output / f"{CHECKPOINT_PREFIX}{self.step_count}"
-        tmp = self.output / f"{TMP_PREFIX}{self.step_count}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        self.model.save_pretrained(tmp, tokenizer=self.tokenizer)
-        state = {
-            "step": self.step_count,
-            "tokens_seen": self.tokens_seen,
-            "position": list(self.position),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": capture_rng(),
-            "collate": self.collate.state_dict() if hasattr(self.collate, "state_dict") else None,
-            "best": self.best,
-            "config": asdict(self.cfg),
-            "data": self.run_signature,
-        }
-        torch.save(state, tmp / STATE_FILE)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        for old in list_checkpoints(self.output)[:-self.cfg.keep_checkpoints or None]:
-            shutil.rmtree(old, ignore_errors=True)
+        tmp = self.output / f"{TMP_PREFIX}{CHECKPOINT_PREFIX}{self.step_count}"
+        with self._critical():
+            shutil.rmtree(tmp, ignore_errors=True)
+            state = {
+                "step": self.step_count,
+                "tokens_seen": self.tokens_seen,
+                "position": list(self.position),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": capture_rng(),
+                "collate": self.collate.state_dict() if hasattr(self.collate, "state_dict") else None,
+                "best": self.best,
+                "config": asdict(self.cfg),
+                "data": self.run_signature,
+            }
+            try:
+                self.model.save_pretrained(tmp, tokenizer=self.tokenizer)
+                torch.save(state, tmp / STATE_FILE)
+            except OSError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                # weights in the file's dtype, plus AdamW's two fp32 moments per parameter
+                raise self._write_error(final.name, e, 3 * self._model_bytes()) from None
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in list_checkpoints(self.output)[:-self.cfg.keep_checkpoints or None]:
+                shutil.rmtree(old, ignore_errors=True)
         return final
+
+    def save_model(self, dest: Path) -> None:
+        """save_pretrained into `dest` (the output folder or best/) so that a failed write leaves the
+        model that was there intact: written into a temporary folder first, then moved in."""
+        what = "the final model" if dest == self.output else f"{dest.name}/"
+        tmp = self.output / f"{TMP_PREFIX}{'final' if dest == self.output else dest.name}"
+        with self._critical():
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                self.model.save_pretrained(tmp, tokenizer=self.tokenizer)
+            except OSError as e:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise self._write_error(what, e, self._model_bytes()) from None
+            if dest == self.output:  # the folder holds more (checkpoints, metrics): move file by file
+                for f in tmp.iterdir():
+                    os.replace(f, dest / f.name)
+                tmp.rmdir()
+            else:
+                old = dest.with_name(OLD_PREFIX + dest.name)
+                if dest.exists():
+                    os.replace(dest, old)
+                os.replace(tmp, dest)
+                shutil.rmtree(old, ignore_errors=True)
 
     def check_same_run(self, path: Path, saved: dict | None) -> None:
         if saved is None:  # a checkpoint written before signatures were recorded
             return
         now = self.run_signature
-        diff = [f"{k} {saved[k]} -> {now[k]}" for k in now if k in saved and saved[k] != now[k]]
-        if diff:
-            raise TrainingError(
-                f"--resume {path}: this run differs from the one that wrote the checkpoint ({', '.join(diff)}); "
-                f"to start a new phase from its weights use --model {path} with a new --output")
+        diff = [f"{k} {_short(saved[k])} -> {_short(now[k])}" for k in now if k in saved and saved[k] != now[k]]
+        if not diff:
+            return
+        if self.cfg.accept_changed_run:
+            self.log(f"warning: --resume {path}: continuing a different run ({', '.join(diff)}), as "
+                     f"--accept-changed-run asks")
+            return
+        raise TrainingError(
+            f"--resume {path}: this run differs from the one that wrote the checkpoint ({', '.join(diff)}); "
+            f"to start a new phase from its weights use --model {path} with a new --output, or pass "
+            f"--accept-changed-run")
 
-    def load_checkpoint(self, path: Path) -> None:
+    def read_checkpoint(self, path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(trainer state, weights) of a checkpoint folder, checked complete before anything is applied.
+
+        A state file that carries objects other than tensors and plain data is refused (TrainingError:
+        the code in it never runs); a truncated or corrupted one raises BrokenCheckpoint."""
+        file = path / STATE_FILE
         try:
             # weights_only: tensors and plain containers only; a state file carrying code is refused.
-            state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:
-            raise TrainingError(f"{path / STATE_FILE}: refused, it holds objects other than tensors and plain "
-                                f"data (possibly code); resume only from checkpoints this trainer wrote") from None
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            code = pickled_global(e)
+            if code:
+                raise TrainingError(f"{file}: refused, it would call {code} (pickled code, never run); resume "
+                                    f"only from checkpoints this trainer wrote") from None
+            raise BrokenCheckpoint(f"{file}: unreadable, the file is truncated or corrupted") from None
+        except FileNotFoundError:
+            raise BrokenCheckpoint(f"{file}: missing, the checkpoint is incomplete") from None
+        except Exception:  # torch.load on damaged bytes raises RuntimeError, EOFError, IndexError, ...
+            raise BrokenCheckpoint(f"{file}: unreadable, the file is truncated or corrupted") from None
+        missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise BrokenCheckpoint(f"{file}: incomplete, no {missing[0]!r} entry")
+        try:
+            weights, _ = convert_from_hf(read_weights(path), self.model, source=str(path))
+        except CheckpointError as e:
+            raise BrokenCheckpoint(str(e)) from None
+        return state, weights
+
+    def load_checkpoint(self, path: Path) -> None:
+        state, weights = self.read_checkpoint(path)
         self.check_same_run(path, state.get("data"))
-        weights, _ = convert_from_hf(read_weights(path), self.model, source=str(path))
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -353,16 +526,42 @@ class Trainer:
             raise TrainingError(f"--resume {path}: not a complete checkpoint (no {STATE_FILE})")
         return path
 
+    def resume(self, resume: str | bool) -> Path | None:
+        """Load the checkpoint `resume` names (see find_resume). With `True`, a broken latest checkpoint
+        is skipped with a warning for the one before it; a named one that is broken is an error."""
+        path = self.find_resume(resume)
+        if path is None or resume is not True:
+            if path is not None:
+                self.load_checkpoint(path)
+            return path
+        candidates = list_checkpoints(self.output)[::-1]
+        for i, path in enumerate(candidates):
+            try:
+                self.load_checkpoint(path)
+                return path
+            except BrokenCheckpoint as e:
+                if i + 1 < len(candidates):
+                    self.log(f"warning: {e}; resuming from {candidates[i + 1].name} instead")
+                else:
+                    raise BrokenCheckpoint(f"{e}; no earlier checkpoint in {self.output} to fall back to: train "
+                                           f"again without --resume (with --overwrite)") from None
+        return None
+
     # ------------------------------------------------------------------ the loop
 
     def train(self, resume: str | bool | None = None) -> dict:
+        if not self.is_main:
+            return self._train(resume)
+        with OutputLock(self.output):
+            return self._train(resume)
+
+    def _train(self, resume: str | bool | None) -> dict:
         cfg = self.cfg
         set_seed(cfg.seed)
         self.output.mkdir(parents=True, exist_ok=True)
         if resume:
-            path = self.find_resume(resume)
+            path = self.resume(resume)
             if path is not None:
-                self.load_checkpoint(path)
                 self.log(f"resumed from {path} at step {self.step_count}")
             else:
                 self.log(f"no checkpoint in {self.output}; starting from step 0")
@@ -372,47 +571,58 @@ class Trainer:
         stream = self.micro_batches()
         start, tokens, window_tokens, window_start = time.perf_counter(), 0, 0, time.perf_counter()
         window_loss = torch.zeros((), device=self.device)
-        window_steps, last = 0, {}
+        window_steps, last, saved_at = 0, {}, None
         try:
-            while self.step_count < self.total_steps:
-                micro = [next(stream) for _ in range(cfg.grad_accum)]
-                n_tok = sum(int(b["attention_mask"].sum()) for b in micro) * self.world
-                window_loss += self.step(micro)
-                tokens += n_tok
-                self.tokens_seen += n_tok
-                window_tokens += n_tok
-                window_steps += 1
-                bar.update(1)
-                if self.step_count % cfg.log_every == 0 or self.step_count == self.total_steps:
+            with self._signals():
+                try:
+                    while self.step_count < self.total_steps:
+                        micro = [next(stream) for _ in range(cfg.grad_accum)]
+                        n_tok = sum(int(b["attention_mask"].sum()) for b in micro) * self.world
+                        window_loss += self.step(micro)
+                        tokens += n_tok
+                        self.tokens_seen += n_tok
+                        window_tokens += n_tok
+                        window_steps += 1
+                        bar.update(1)
+                        if self.step_count % cfg.log_every == 0 or self.step_count == self.total_steps:
+                            self.check_finite()
+                            now = time.perf_counter()
+                            last = {"step": self.step_count, "tokens": self.tokens_seen,
+                                    "loss": float(window_loss) / window_steps,
+                                    "lr": self.schedule.get_last_lr()[0],
+                                    "tokens_per_s": window_tokens / max(now - window_start, 1e-9)}
+                            bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}",
+                                            tok_s=f"{last['tokens_per_s']:.0f}")
+                            if metrics_file:
+                                metrics_file.write(json.dumps(last) + "\n")
+                                metrics_file.flush()
+                            window_loss.zero_()
+                            window_steps, window_tokens, window_start = 0, 0, now
+                        if self.eval_data and cfg.eval_every and self.step_count % cfg.eval_every == 0 \
+                                and self.step_count < self.total_steps:
+                            self.run_eval(metrics_file)
+                        if cfg.save_every and self.step_count % cfg.save_every == 0:
+                            saved_at = self.save_checkpoint()
                     self.check_finite()
-                    now = time.perf_counter()
-                    last = {"step": self.step_count, "tokens": self.tokens_seen,
-                            "loss": float(window_loss) / window_steps,
-                            "lr": self.schedule.get_last_lr()[0],
-                            "tokens_per_s": window_tokens / max(now - window_start, 1e-9)}
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}",
-                                    tok_s=f"{last['tokens_per_s']:.0f}")
-                    if metrics_file:
-                        metrics_file.write(json.dumps(last) + "\n")
-                        metrics_file.flush()
-                    window_loss.zero_()
-                    window_steps, window_tokens, window_start = 0, 0, now
-                if self.eval_data and cfg.eval_every and self.step_count % cfg.eval_every == 0 \
-                        and self.step_count < self.total_steps:
-                    self.run_eval(metrics_file)
-                if cfg.save_every and self.step_count % cfg.save_every == 0:
-                    self.save_checkpoint()
-        except KeyboardInterrupt:
-            bar.close()
-            path = self.save_checkpoint()
-            raise KeyboardInterrupt(f"interrupted at step {self.step_count}; checkpoint saved to {path}") from None
+                    elapsed = time.perf_counter() - start
+                    bar.close()
+                    final_eval = self.run_eval(metrics_file) if self.eval_data else None
+                    if self.is_main:
+                        self.save_model(self.output)
+                except KeyboardInterrupt as e:
+                    bar.close()
+                    self._stopping = True  # further signals wait for this save and are then ignored
+                    signum = getattr(e, "signum", signal.SIGINT)
+                    done = saved_at is not None and saved_at.name == f"{CHECKPOINT_PREFIX}{self.step_count}"
+                    path = saved_at if done else self.save_checkpoint()
+                    raise Interrupted(f"{signal.Signals(signum).name}: stopped at step {self.step_count}; "
+                                      f"checkpoint saved to {path}; continue with --resume", signum) from None
+        except BaseException:
+            if metrics_file:
+                metrics_file.close()
+            raise
         finally:
             bar.close()
-        self.check_finite()
-        elapsed = time.perf_counter() - start
-        final_eval = self.run_eval(metrics_file) if self.eval_data else None
-        if self.is_main:
-            self.model.save_pretrained(self.output, tokenizer=self.tokenizer)
         summary = {"steps": self.step_count, "seconds": round(elapsed, 2),
                    "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1), "final_train_loss": last.get("loss"),
                    "eval": final_eval, "best_eval": self.best, "output": str(self.output)}
@@ -428,7 +638,7 @@ class Trainer:
         if self.task.is_better(metrics, self.best):
             self.best = dict(metrics)
             if self.is_main:
-                self.model.save_pretrained(self.output / "best", tokenizer=self.tokenizer)
+                self.save_model(self.output / "best")
         if metrics_file:
             metrics_file.write(json.dumps({"eval": metrics}) + "\n")
             metrics_file.flush()

@@ -193,9 +193,29 @@ def test_bin_with_pickled_code_is_refused(tmp_path, capsys):
     _mlm_folder(tmp_path)
     (tmp_path / "model.safetensors").unlink()
     torch.save({"bert.embeddings.word_embeddings.weight": NotATensor()}, tmp_path / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match="refused to load"):
+    with pytest.raises(CheckpointError) as e:
         read_weights(tmp_path)
     assert "must never run" not in capsys.readouterr().out
+    message, path = str(e.value), str(tmp_path / "pytorch_model.bin")
+    # One line that names the file, what it wanted to run and the safe fix; never weights_only=False.
+    assert message.startswith(f"{path}: refused, it would call print") and "\n" not in message
+    assert "safetensors" in message and "weights_only" not in message
+    assert len(message.replace(path, "")) <= 200
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+def test_damaged_bin_is_one_line_error(tmp_path, damage):
+    _mlm_folder(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save({"w": torch.zeros(64, 64)}, tmp_path / "pytorch_model.bin")
+    raw = (tmp_path / "pytorch_model.bin").read_bytes()
+    torch.manual_seed(0)
+    bad = raw[: len(raw) // 2] if damage == "truncated" else bytes(torch.randint(0, 256, (4096,)).tolist())
+    (tmp_path / "pytorch_model.bin").write_bytes(bad)
+    with pytest.raises(CheckpointError) as e:
+        read_weights(tmp_path)
+    message = str(e.value)
+    assert message == f"{tmp_path / 'pytorch_model.bin'}: unreadable, the file is truncated or corrupted; copy it again"
 
 
 def test_missing_files_and_bad_config(tmp_path):

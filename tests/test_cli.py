@@ -390,36 +390,45 @@ def test_pack_trains_on_packed_rows(work):
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_a_checkpoint_that_resume_continues(work):
-    args = [*TINY, "--train", "corpus.jsonl", "--output", "interrupted", "--save-every", "1000000",
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_saves_a_checkpoint_that_resume_continues(work, sig, status):
+    """Ctrl-C and SIGTERM (timeout, schedulers, container stops): a checkpoint, one line, 128 + signal.
+    While the run goes on, a second run on the same --output is refused at once, naming the first."""
+    out = f"interrupted-{sig.name}"
+    args = [*TINY, "--train", "corpus.jsonl", "--output", out, "--save-every", "1000000",
             "--log-every", "1"]
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, "--max-steps", "1000000"], cwd=work,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = work / "interrupted" / "metrics.jsonl"
+    metrics = work / out / "metrics.jsonl"
     deadline = time.monotonic() + 120
     try:
         while not (metrics.is_file() and metrics.stat().st_size > 0):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no log line within 120 s"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        second = call(TRAIN, *args, "--max-steps", "5", "--resume", cwd=work)
+        assert re.fullmatch(rf"minibert-train: error: {out}: another run \(process {proc.pid}, started "
+                            r"[-0-9: ]+\) is writing this folder; wait for it to finish, stop it, or choose "
+                            r"another --output", error_line(second))
+        proc.send_signal(sig)
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     shown = f"\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    assert proc.returncode == 130, shown
+    assert proc.returncode == status, shown
+    assert not (work / out / ".minibert.lock").exists(), shown  # released on the way out
     assert "Traceback" not in stderr, shown
     lines = [line for line in stderr.splitlines() if line.strip() and not line.startswith(("warning:", "note:"))]
     assert len(lines) == 1, shown
     found = re.search(r"checkpoint saved to (\S*checkpoint-(\d+))", lines[0])
     assert found, shown
     step = int(found.group(2))
-    checkpoint = work / "interrupted" / f"checkpoint-{step}"
+    checkpoint = work / out / f"checkpoint-{step}"
     assert (checkpoint / "trainer_state.pt").is_file() and (checkpoint / "model.safetensors").is_file()
     assert os.path.samefile(work / found.group(1), checkpoint)
 
     resumed = call(TRAIN, *args, "--max-steps", str(step + 2), "--resume", cwd=work)
     assert resumed.returncode == 0, resumed.stderr
-    assert_names(resumed.stdout, f"resumed from {Path('interrupted') / f'checkpoint-{step}'} at step {step}",
-                 f"saved the model to interrupted after {step + 2} steps")
+    assert_names(resumed.stdout, f"resumed from {Path(out) / f'checkpoint-{step}'} at step {step}",
+                 f"saved the model to {out} after {step + 2} steps")
