@@ -18,7 +18,7 @@ import typing
 import warnings
 from pathlib import Path
 
-from .files import read_text
+from .files import read_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "models" / "zh-small"
@@ -42,7 +42,11 @@ def _fail(prog: str, message: str, status: int = 2) -> int:
 
 
 def _run(prog: str, fn, argv) -> int:
-    """Run a command, turning expected errors into one line on stderr instead of a traceback."""
+    """Run a command, turning expected errors into one line on stderr instead of a traceback.
+
+    When stdout's reader goes away (`predict.py ... | head -1`) the command stops quietly with exit
+    status 141, 128 + SIGPIPE, what a shell shows for a writer the closed pipe ended.
+    """
     import torch
 
     from .checkpoint import CheckpointError
@@ -51,7 +55,14 @@ def _run(prog: str, fn, argv) -> int:
     from .trainer import TrainingError
 
     try:
-        return fn(argv) or 0
+        status = fn(argv) or 0
+        sys.stdout.flush()  # so that a closed pipe shows here, not in the interpreter's flush at exit
+        return status
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit and would report the broken pipe again; a stdout
+        # pointing at /dev/null takes that flush (Python docs, signal module, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt as e:  # the trainer's Interrupted carries 143 for SIGTERM
         return _fail(prog, str(e) or "interrupted", getattr(e, "exit_status", 130))
     except torch.OutOfMemoryError:
@@ -482,9 +493,12 @@ def default_model() -> Path:
 
 
 def _read_lines(path: Path) -> list[str]:
+    """The non-blank lines of --file, stripped, read as the readers read a .txt corpus."""
+    from .data.readers import MAX_TEXT_CHARS, DataError
+
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
-    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
+    return [line.strip() for _, line in read_lines(path, DataError, MAX_TEXT_CHARS, "a text") if line.strip()]
 
 
 def predict_command(argv: list[str] | None) -> int:

@@ -24,7 +24,7 @@ import torch
 from .config import BertConfig, option
 from .data.collators import ClassificationCollator, MaskingCollator, PackingCollator
 from .data.features import load_mlm_features, pack_features, tokenize_examples
-from .data.readers import build_label_map, encode_labels, is_regression, read_labelled
+from .data.readers import build_label_map, check_labels, encode_labels, is_regression, read_labelled
 from .metrics import ClassificationMetrics, MaskedLMMetrics
 from .model import BertForMaskedLM, BertForSequenceClassification
 from .tokenizer import Tokenizer
@@ -160,6 +160,7 @@ class SequenceClassification(Task):
             config = BertConfig.from_dict({**config.to_dict(), "num_labels": 1, "id2label": None, "label2id": None})
             note = ", regression"
         else:
+            check_labels(train_ex, train_file)
             label2id = build_label_map(train_ex)
             train_y = encode_labels(train_ex, label2id, train_file)
             eval_y = encode_labels(eval_ex, label2id, eval_file or train_file) if eval_ex else None

@@ -6,7 +6,11 @@
                           "text_pair"), or .csv/.tsv with a header naming those columns.
 
 Malformed input raises DataError, whose message starts with "file:line:" and says what to fix.
-Blank lines (and empty texts) are skipped; nothing else is dropped. Imports no torch.
+Blank lines (and empty texts) are skipped; nothing else is dropped. Files are UTF-8, with or without
+a byte-order mark, with LF or CRLF line endings (CSV/TSV fields get "\n" for either); NUL bytes are
+an error (files.py says why). .txt and .jsonl files are read a line at a time and .json/.csv/.tsv
+whole; a text may hold MAX_TEXT_CHARS characters, so one huge line cannot fill the memory.
+Imports no torch.
 """
 
 from __future__ import annotations
@@ -14,15 +18,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import read_text
+from ..files import parse_json, read_lines, read_text
 
 TEXT_SUFFIXES = (".txt", ".json", ".jsonl")
 LABELLED_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv")
+MAX_TEXT_CHARS = 1_000_000  # characters in one text: a whole book on one line is a mistake, or not text
+# A .jsonl line holds a text, maybe a pair, and JSON's escapes (\uXXXX is 6 characters for 1).
+MAX_JSONL_LINE_CHARS = 12 * MAX_TEXT_CHARS
+MAX_LABELS = 1_000  # more distinct labels than this, most seen once, is a wrong label column
 
 
 class DataError(ValueError):
@@ -35,41 +45,58 @@ def _json_type(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def _read_file(path: Path, suffixes: tuple[str, ...]) -> str:
-    """The file's text, checked for existence, extension, UTF-8 and emptiness."""
+def _check_path(path: Path, suffixes: tuple[str, ...]) -> None:
     if not path.exists():
         raise DataError(f"{path}: file not found; check the path")
     if not path.is_file():
         raise DataError(f"{path}: is not a file; pass the path of a data file")
     if path.suffix.lower() not in suffixes:
         raise DataError(f"{path}: unknown extension {path.suffix!r}; use one of {', '.join(suffixes)}")
-    text = read_text(path, DataError)
+
+
+def _read_file(path: Path, suffixes: tuple[str, ...], newlines: bool = False) -> str:
+    """The whole file's text, checked for existence, extension, UTF-8 and emptiness."""
+    _check_path(path, suffixes)
+    text = read_text(path, DataError, newlines)
     if not text.strip():
         raise DataError(f"{path}: file is empty; expected at least one example")
     return text
 
 
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    """(line number, line) pairs. Splits on "\\n" only: str.splitlines() would also break inside a text
-    at \\x1c, \\u2028 etc. and throw off the line numbers of every error after it."""
-    for n, line in enumerate(text.split("\n"), start=1):
-        yield n, line.rstrip("\r")
+def _read_lines(path: Path, suffixes: tuple[str, ...], max_chars: int, what: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) for the non-blank lines, read one at a time; checked as _read_file checks."""
+    _check_path(path, suffixes)
+    empty = True
+    for n, line in read_lines(path, DataError, max_chars, what):
+        if line.strip():
+            empty = False
+            yield n, line
+    if empty:
+        raise DataError(f"{path}: file is empty; expected at least one example")
 
 
-def _json_records(path: Path, text: str) -> Iterator[tuple[int, object]]:
+def _text(value: str, path: Path, line: int) -> str:
+    """`value`, checked against MAX_TEXT_CHARS."""
+    if len(value) > MAX_TEXT_CHARS:
+        raise DataError(f"{path}:{line}: a text of {len(value):,} characters is longer than the "
+                        f"{MAX_TEXT_CHARS:,} the readers accept; split it into lines or paragraphs")
+    return value
+
+
+def _json_records(path: Path, suffixes: tuple[str, ...]) -> Iterator[tuple[int, object]]:
     """(line, value) for each item of a .json list or each line of a .jsonl file; blank lines skipped."""
     if path.suffix.lower() == ".jsonl":
-        for n, line in _lines(text):
-            if not line.strip():
-                continue
+        for n, line in _read_lines(path, suffixes, MAX_JSONL_LINE_CHARS, "a line"):
             try:
-                yield n, json.loads(line)
+                value = parse_json(line, path, DataError, n)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno}); each line must be "
                                 "one JSON object") from None
+            yield n, value
         return
+    text = _read_file(path, suffixes)
     try:
-        parsed = json.loads(text)
+        parsed = parse_json(text, path, DataError)
     except json.JSONDecodeError as e:
         raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(parsed, list):
@@ -96,22 +123,21 @@ def _field(record: dict, key: str, path: Path, line: int) -> str:
     value = record[key]
     if not isinstance(value, str):
         raise DataError(f"{path}:{line}: field {key!r} is {_json_type(value)}, expected a string")
-    return value
+    return _text(value, path, line)
 
 
 def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
     """Texts of an MLM corpus (.txt, .json, .jsonl), stripped; blank lines and empty texts skipped."""
     path = Path(path)
-    text = _read_file(path, TEXT_SUFFIXES)
     if path.suffix.lower() == ".txt":
-        texts = [line.strip() for _, line in _lines(text)]
+        texts = [line.strip() for _, line in _read_lines(path, TEXT_SUFFIXES, MAX_TEXT_CHARS, "a text")]
     else:
         texts = []
-        for line, record in _json_records(path, text):
+        for line, record in _json_records(path, TEXT_SUFFIXES):
             if isinstance(record, dict):
                 texts.append(_field(record, text_column, path, line).strip())
             elif isinstance(record, str):
-                texts.append(record.strip())
+                texts.append(_text(record, path, line).strip())
             else:
                 raise DataError(f"{path}:{line}: expected a string or an object with a {text_column!r} "
                                 f"field, got {_json_type(record)}")
@@ -130,12 +156,14 @@ class Example:
 
 
 def _csv_label(value: str) -> str | int | float:
-    """A CSV cell is always a string; read numbers as numbers so labels 2 and 10 sort numerically."""
+    """A CSV cell is always a string; read numbers as numbers so labels 2 and 10 sort numerically.
+    "nan" and "inf" stay strings: as numbers they would make a regression target of no value."""
     for kind in (int, float):
         try:
-            return kind(value)
+            number = kind(value)
         except ValueError:
-            pass
+            continue
+        return number if math.isfinite(number) else value
     return value
 
 
@@ -146,6 +174,8 @@ def _check_label(value: object, key: str, path: Path, line: int) -> str | int | 
                         "or a number")
     if isinstance(value, str) and not value.strip():
         raise DataError(f"{path}:{line}: label is empty; give every example a label")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"{path}:{line}: label is {value}; give a finite number, or a class name")
     return value
 
 
@@ -153,10 +183,9 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
                   pair_column: str = "text_pair") -> list[Example]:
     """Labelled examples from .json/.jsonl (objects) or .csv/.tsv (header row names the columns)."""
     path = Path(path)
-    text = _read_file(path, LABELLED_SUFFIXES)
     examples = []
     if path.suffix.lower() in (".json", ".jsonl"):
-        for line, record in _json_records(path, text):
+        for line, record in _json_records(path, LABELLED_SUFFIXES):
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{line}: expected an object with {text_column!r} and "
                                 f"{label_column!r} fields, got {_json_type(record)}")
@@ -167,18 +196,23 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
             pair = record.get(pair_column)
             if pair is not None and not isinstance(pair, str):
                 raise DataError(f"{path}:{line}: field {pair_column!r} is {_json_type(pair)}, expected a string")
+            pair = _text(pair, path, line) if pair is not None else None
             examples.append(Example(_field(record, text_column, path, line),
                                     _check_label(record[label_column], label_column, path, line), pair, line))
         if not examples:
             raise DataError(f"{path}: the list of examples is empty; expected at least one")
         return examples
 
+    # newlines=True: a quoted field spanning lines of a CRLF file gets "\n" like any other.
+    text = _read_file(path, LABELLED_SUFFIXES, newlines=True)
     tsv = path.suffix.lower() == ".tsv"
     # TSV files (GLUE's among them) use quote characters as plain text, so quoting is off for them.
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",",
                         quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
     header: list[str] | None = None
     end = 0
+    # csv's cap on a field is global to the process: raised to the readers' own for this file only.
+    limit = csv.field_size_limit(MAX_TEXT_CHARS)
     try:
         for row in reader:
             # line_num counts the lines read so far: a quoted field may span several, so a row
@@ -204,7 +238,12 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
             pair = row[p] if p is not None else ""
             examples.append(Example(row[t], _csv_label(label), pair or None, line))
     except csv.Error as e:
+        if "field limit" in str(e):
+            raise DataError(f"{path}:{end + 1}: a field longer than the {MAX_TEXT_CHARS:,} characters the readers "
+                            "accept; split the text, or close a quote left open") from None
         raise DataError(f"{path}:{reader.line_num}: malformed {'TSV' if tsv else 'CSV'} ({e})") from None
+    finally:
+        csv.field_size_limit(limit)
     if not examples:
         raise DataError(f"{path}: has a header but no rows; expected at least one example")
     return examples
@@ -223,6 +262,18 @@ def build_label_map(examples: Sequence[Example]) -> dict[str, int]:
     Keys are strings because config.json's label2id has string keys; the sort makes ids stable
     whatever the file order."""
     return {name: i for i, name in enumerate(sorted({str(e.label) for e in examples}, key=_label_sort_key))}
+
+
+def check_labels(examples: Sequence[Example], path: str | Path) -> None:
+    """A DataError when the training labels look like the wrong column (ids, texts, integer scores):
+    more than MAX_LABELS distinct labels, and more than half of the examples with a label no other has.
+
+    No option turns it off: a class seen once can neither be learned nor evaluated."""
+    counts = Counter(str(e.label) for e in examples)
+    once = sum(1 for c in counts.values() if c == 1)
+    if len(counts) > MAX_LABELS and 2 * once > len(examples):
+        raise DataError(f"{path}: {len(counts):,} distinct labels in {len(examples):,} examples, {once:,} of them "
+                        "seen once; is the label column right? (regression targets need a decimal point: 3.0)")
 
 
 def encode_labels(examples: Sequence[Example], label2id: dict[str, int], path: str | Path) -> list[int]:
