@@ -331,12 +331,15 @@ def save_pretrained(model: torch.nn.Module, folder: str | Path, tokenizer=None,
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in convert_to_hf(model).items()
     }
-    tmp = folder / (SAFETENSORS_NAME + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, folder / SAFETENSORS_NAME)
-    tmp = folder / (CONFIG_NAME + ".tmp")
-    cfg.to_json(tmp)
-    os.replace(tmp, folder / CONFIG_NAME)
+    for name, write in ((SAFETENSORS_NAME, lambda path: save_file(state, str(path), metadata={"format": "pt"})),
+                        (CONFIG_NAME, cfg.to_json)):
+        tmp = folder / (name + ".tmp")
+        try:
+            write(tmp)
+        except BaseException:  # a full disk, a signal: no half-written file is left behind
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, folder / name)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
 

@@ -262,6 +262,7 @@ class Trainer:
         self._saving = False  # a save in progress: signals wait for it (see _critical)
         self._pending_signal: int | None = None
         self._stopping = False
+        self.last_checkpoint: Path | None = None  # written by this process
 
     # ------------------------------------------------------------------ data
 
@@ -426,6 +427,7 @@ class Trainer:
                 raise self._write_error(final.name, e, 3 * self._model_bytes()) from None
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
+            self.last_checkpoint = final
             for old in list_checkpoints(self.output)[:-self.cfg.keep_checkpoints or None]:
                 shutil.rmtree(old, ignore_errors=True)
         return final
@@ -571,7 +573,7 @@ class Trainer:
         stream = self.micro_batches()
         start, tokens, window_tokens, window_start = time.perf_counter(), 0, 0, time.perf_counter()
         window_loss = torch.zeros((), device=self.device)
-        window_steps, last, saved_at = 0, {}, None
+        window_steps, last = 0, {}
         try:
             with self._signals():
                 try:
@@ -602,7 +604,7 @@ class Trainer:
                                 and self.step_count < self.total_steps:
                             self.run_eval(metrics_file)
                         if cfg.save_every and self.step_count % cfg.save_every == 0:
-                            saved_at = self.save_checkpoint()
+                            self.save_checkpoint()
                     self.check_finite()
                     elapsed = time.perf_counter() - start
                     bar.close()
@@ -613,8 +615,9 @@ class Trainer:
                     bar.close()
                     self._stopping = True  # further signals wait for this save and are then ignored
                     signum = getattr(e, "signum", signal.SIGINT)
-                    done = saved_at is not None and saved_at.name == f"{CHECKPOINT_PREFIX}{self.step_count}"
-                    path = saved_at if done else self.save_checkpoint()
+                    path = self.last_checkpoint  # a signal that waited for a checkpoint save finds it done
+                    if path is None or path.name != f"{CHECKPOINT_PREFIX}{self.step_count}":
+                        path = self.save_checkpoint()
                     raise Interrupted(f"{signal.Signals(signum).name}: stopped at step {self.step_count}; "
                                       f"checkpoint saved to {path}; continue with --resume", signum) from None
         except BaseException:
