@@ -365,3 +365,14 @@ def test_predict_into_a_closed_pipe_exits_quietly(tmp_path):
     assert proc.wait(timeout=300) == 141, stderr
     assert json.loads(first)["text"] == "三国人物诸葛[MASK]"
     assert "Traceback" not in stderr and "Exception ignored" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_csv_quote_left_open_is_an_error_not_the_rest_of_the_file(tmp_path):
+    # The open quote sits in the last column, so the row would otherwise have the right field count
+    # and silently swallow the three lines after it as one label.
+    path = tmp_path / "open.csv"
+    path.write_text('text,label\ngood,pos\nbad,"neg\nx,pos\ny,neg\n', encoding="utf-8")
+    with pytest.raises(DataError) as e:
+        read_labelled(path)
+    assert str(e.value) == (f"{path}:3: a quote opened in this row is never closed; close it, or write a quote "
+                            'inside a field as ""')

@@ -207,8 +207,10 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
     text = _read_file(path, LABELLED_SUFFIXES, newlines=True)
     tsv = path.suffix.lower() == ".tsv"
     # TSV files (GLUE's among them) use quote characters as plain text, so quoting is off for them.
+    # strict: a quote left open is an error at the end of the file, not the rest of the file read
+    # silently into one field.
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",",
-                        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+                        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, strict=not tsv)
     header: list[str] | None = None
     end = 0
     # csv's cap on a field is global to the process: raised to the readers' own for this file only.
@@ -241,6 +243,9 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
         if "field limit" in str(e):
             raise DataError(f"{path}:{end + 1}: a field longer than the {MAX_TEXT_CHARS:,} characters the readers "
                             "accept; split the text, or close a quote left open") from None
+        if "unexpected end of data" in str(e):
+            raise DataError(f"{path}:{end + 1}: a quote opened in this row is never closed; close it, or write a "
+                            'quote inside a field as ""') from None
         raise DataError(f"{path}:{reader.line_num}: malformed {'TSV' if tsv else 'CSV'} ({e})") from None
     finally:
         csv.field_size_limit(limit)
