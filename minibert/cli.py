@@ -418,8 +418,9 @@ def _train(args, rank: int, world: int) -> int:
         print(f"hardware:  {trainer.device}, precision {trainer.precision}"
               f"{', compiled' if args.compile else ''}")
         print(f"output:    {args.output}")
-        _write_train_args(args, task, tcfg)
-    summary = trainer.train(resume=args.resume)
+    # train_args.json once the run goes ahead: a refused --resume leaves the folder as it was.
+    summary = trainer.train(resume=args.resume, on_start=(lambda: _write_train_args(args, task, tcfg)) if rank == 0
+                            else None)
     if rank == 0:
         print(f"saved the model to {args.output} after {summary['steps']} steps in {summary['seconds']:.1f}s "
               f"({summary['tokens_per_s']:.0f} tokens/s)")

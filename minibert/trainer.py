@@ -551,13 +551,15 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def train(self, resume: str | bool | None = None) -> dict:
+    def train(self, resume: str | bool | None = None, on_start: Callable[[], None] | None = None) -> dict:
+        """Train to the last step and save; `resume` as in `resume()`. on_start: called once the run
+        is known to go ahead (after a resume was accepted), before the first step."""
         if not self.is_main:
-            return self._train(resume)
+            return self._train(resume, on_start)
         with OutputLock(self.output):
-            return self._train(resume)
+            return self._train(resume, on_start)
 
-    def _train(self, resume: str | bool | None) -> dict:
+    def _train(self, resume: str | bool | None, on_start: Callable[[], None] | None) -> dict:
         cfg = self.cfg
         set_seed(cfg.seed)
         self.output.mkdir(parents=True, exist_ok=True)
@@ -567,6 +569,8 @@ class Trainer:
                 self.log(f"resumed from {path} at step {self.step_count}")
             else:
                 self.log(f"no checkpoint in {self.output}; starting from step 0")
+        if on_start is not None:
+            on_start()
         metrics_file = (self.output / "metrics.jsonl").open("a", encoding="utf-8") if self.is_main else None
         bar = tqdm(total=self.total_steps, initial=self.step_count, disable=not (cfg.progress and self.is_main),
                    dynamic_ncols=True)

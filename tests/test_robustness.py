@@ -253,8 +253,10 @@ def test_resume_with_a_changed_training_file(tmp_path):
     assert call(TRAIN, *args, "--max-steps", "2", cwd=tmp_path).returncode == 0
     # Same number of lines and tokens, other text: only the file's hash tells.
     write_jsonl(tmp_path / "corpus.jsonl", [{"text": t} for t in ["三国人物诸葛涛", *lines[1:]]])
+    settings = (tmp_path / "run" / "train_args.json").read_bytes()
     refused = call(TRAIN, *args, "--max-steps", "3", "--resume", cwd=tmp_path)
     assert refused.returncode == 2
+    assert (tmp_path / "run" / "train_args.json").read_bytes() == settings  # a refused run writes nothing
     error = refused.stderr.strip().splitlines()
     assert len(error) == 1 and "this run differs from the one that wrote the checkpoint (train_sha256 " in error[0]
     assert error[0].endswith("or pass --accept-changed-run"), error
