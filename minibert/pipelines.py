@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import from_pretrained, load_config
+from .data.collators import pad_batch
+from .data.features import TRUNCATION_KEY, encode_examples
 from .model import BertForMaskedLM, BertForSequenceClassification
 from .runtime import resolve_device
 from .tasks import SequenceClassification, saved_task
@@ -149,6 +151,7 @@ class TextClassifier:
         cfg = model.config
         self.labels = [cfg.id2label[i] if cfg.id2label else str(i) for i in range(cfg.num_labels)]
         self.max_length = cfg.max_position_embeddings
+        self.truncation = cfg.extra.get(TRUNCATION_KEY, "head")  # as the model was trained
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "auto") -> TextClassifier:
@@ -166,7 +169,8 @@ class TextClassifier:
         for s in range(0, len(texts), batch_size):
             chunk = texts[s:s + batch_size]
             pairs = text_pairs[s:s + batch_size] if text_pairs else None
-            batch = self.tokenizer(chunk, pairs, max_length=self.max_length)
+            features = encode_examples(self.tokenizer, chunk, pairs, self.max_length, self.truncation)
+            batch = pad_batch(features, self.tokenizer.pad_token_id)
             batch = {k: v.to(self.device) for k, v in batch.items()}
             probs = self.model(**batch).logits.float().softmax(-1).cpu()
             for text, p in zip(chunk, probs):

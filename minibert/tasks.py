@@ -23,7 +23,7 @@ import torch
 
 from .config import BertConfig, option
 from .data.collators import ClassificationCollator, MaskingCollator, PackingCollator
-from .data.features import load_mlm_features, pack_features, tokenize_examples
+from .data.features import TRUNCATION_KEY, TRUNCATIONS, load_mlm_features, pack_features, tokenize_examples
 from .data.readers import build_label_map, check_labels, encode_labels, is_regression, read_labelled
 from .metrics import ClassificationMetrics, MaskedLMMetrics
 from .model import BertForMaskedLM, BertForSequenceClassification
@@ -136,6 +136,9 @@ class SequenceClassification(Task):
     text_column: str = option("text", "text field/column")
     label_column: str = option("label", "label field/column")
     pair_column: str = option("text_pair", "second-text field/column")
+    truncation: str = option("head", "how a text longer than --max-length is cut: head keeps its start; "
+                             "head+tail keeps its first quarter and last three quarters (single texts; saved in "
+                             "config.json, so predict.py cuts the same way)", choices=TRUNCATIONS)
     regression: bool = field(default=False, init=False)  # set by load() from the training labels
 
     @property
@@ -168,8 +171,13 @@ class SequenceClassification(Task):
             config = BertConfig.from_dict({**config.to_dict(), "num_labels": len(label2id), "id2label": id2label,
                                            "label2id": label2id})
             note = f", labels: {', '.join(label2id)}"
-        train_features = tokenize_examples(tokenizer, train_ex, train_y, max_length)
-        eval_features = tokenize_examples(tokenizer, eval_ex, eval_y, max_length) if eval_ex else None
+        saved = {k: v for k, v in config.to_dict().items() if k != TRUNCATION_KEY}
+        if self.truncation != "head":
+            saved[TRUNCATION_KEY] = self.truncation
+        config = BertConfig.from_dict(saved)
+        train_features = tokenize_examples(tokenizer, train_ex, train_y, max_length, self.truncation)
+        eval_features = tokenize_examples(tokenizer, eval_ex, eval_y, max_length, self.truncation) if eval_ex \
+            else None
         return TaskData(train_features, eval_features, config, note)
 
     def collator(self, tokenizer: Tokenizer, seed: int = 0, rank: int = 0) -> Callable:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import ROOT, TINY_SHAPE, write_jsonl
 
@@ -58,3 +59,46 @@ def test_saved_task_reads_the_architecture():
     assert saved_task(BertConfig(architectures=["BertForMaskedLM"])) is MaskedLM
     assert saved_task(BertConfig()) is MaskedLM  # a bare encoder checkpoint fine-tunes as fill-mask
     assert set(TASKS) == {"mlm", "classify"}
+
+
+def test_head_tail_truncation_keeps_the_start_and_the_end(tok, tmp_path):
+    from minibert.data.features import TRUNCATION_KEY, head_tail
+
+    feature = {"input_ids": np.arange(20), "token_type_ids": np.zeros(20, dtype=np.int8)}
+    cut = head_tail(feature, 10)  # 8 text tokens: the first 2 and the last 6, [CLS] and [SEP] kept
+    assert cut["input_ids"].tolist() == [0, 1, 2, 13, 14, 15, 16, 17, 18, 19] and len(cut["token_type_ids"]) == 10
+    assert head_tail(feature, 20) is feature
+    text = "".join(chr(0x4E00 + i) for i in range(40))  # 40 distinct characters, each one token
+    train = write_jsonl(tmp_path / "t.jsonl", [{"text": text, "label": "a"}, {"text": "好", "label": "b"}])
+    task = SequenceClassification(truncation="head+tail")
+    data = task.load(tok, config(tok), 18, train)
+    ids = tok.encode(text).ids
+    assert data.train[0]["input_ids"].tolist() == ids[:5] + ids[-13:]  # 16 text tokens: 4 + 12
+    assert data.config.extra[TRUNCATION_KEY] == "head+tail"
+    again = SequenceClassification().load(tok, data.config, 18, train)  # back to head: the key goes
+    assert TRUNCATION_KEY not in again.config.extra and again.train[0]["input_ids"].tolist() == ids[:17] + ids[-1:]
+
+
+def test_classifier_predicts_with_the_truncation_it_was_trained_with(tok, tmp_path):
+    import torch
+
+    from minibert import BertForSequenceClassification, TextClassifier
+    from minibert.data.collators import pad_batch
+    from minibert.data.features import head_tail, tokenize_examples
+    from minibert.data.readers import Example
+
+    text = "".join(chr(0x4E00 + i) for i in range(60))
+    train = write_jsonl(tmp_path / "t.jsonl", [{"text": text, "label": "a"}, {"text": "好", "label": "b"}])
+    data = SequenceClassification(truncation="head+tail").load(tok, config(tok), 40, train)
+    torch.manual_seed(0)
+    data.config.initializer_range = 0.5  # large weights: the output depends clearly on which tokens are in
+    model = BertForSequenceClassification(data.config).eval()
+    model.save_pretrained(tmp_path / "clf", tokenizer=tok)
+    clf = TextClassifier.from_pretrained(tmp_path / "clf", device="cpu")
+    got = clf([text])[0].scores["a"]
+    # the classifier's own positions (40) cap the text: head+tail of the full encoding at 40
+    full = tokenize_examples(tok, [Example(text, "a", None, 1)], None, None)[0]
+    with torch.no_grad():
+        want = model(**pad_batch([head_tail(full, 40)], tok.pad_token_id)).logits.softmax(-1)[0, 0].item()
+        head_only = model(**tok([text], max_length=40)).logits.softmax(-1)[0, 0].item()
+    assert abs(got - want) < 1e-6 and abs(got - head_only) > 1e-3, (got, want, head_only)

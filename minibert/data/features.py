@@ -151,13 +151,41 @@ def load_mlm_features(path: str | Path, tokenizer: Tokenizer, max_length: int, w
     return tokenize_texts(tokenizer, texts, max_length, whole_word_mask)
 
 
+TRUNCATIONS = ("head", "head+tail")
+TRUNCATION_KEY = "minibert_truncation"  # in config.json when a classifier was trained with head+tail
+
+
+def head_tail(feature: dict[str, np.ndarray], max_length: int) -> dict[str, np.ndarray]:
+    """A single-text feature longer than max_length cut to [CLS], its first quarter of text tokens,
+    its last three quarters, [SEP]: for reviews and articles the end often says the most (Sun et al.
+    2019, "How to Fine-Tune BERT for Text Classification?", found head+tail best on long texts)."""
+    n = len(feature["input_ids"])
+    if n <= max_length:
+        return feature
+    head = (max_length - 2) // 4
+    tail = max_length - 2 - head
+    keep = np.r_[0:1 + head, n - 1 - tail:n]
+    return {k: v[keep] for k, v in feature.items()}
+
+
+def encode_examples(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[str | None] | None,
+                    max_length: int | None, truncation: str = "head") -> list[dict[str, np.ndarray]]:
+    """Classification inputs: each text (and its pair) as a feature of at most max_length tokens.
+    truncation "head" keeps the start (pairs: the longer side loses tokens first); "head+tail" keeps
+    the start and the end of single texts (see head_tail)."""
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation {truncation!r}: use one of {', '.join(TRUNCATIONS)}")
+    has_pairs = pairs is not None and any(p is not None for p in pairs)
+    if truncation == "head" or has_pairs or max_length is None:
+        return [_feature(enc) for enc in tokenizer.encode_batch(texts, pairs if has_pairs else None, max_length)]
+    return [head_tail(_feature(enc), max_length) for enc in tokenizer.encode_batch(texts)]
+
+
 def tokenize_examples(tokenizer: Tokenizer, examples: Sequence[Example], labels: Sequence[int | float] | None,
-                      max_length: int | None) -> list[dict]:
-    """Classification features: a text (and its pair) truncated longest-first, plus "label" if given."""
-    pairs = [e.text_pair for e in examples]
-    encodings = tokenizer.encode_batch([e.text for e in examples],
-                                       pairs if any(p is not None for p in pairs) else None, max_length)
-    features = [_feature(enc) for enc in encodings]
+                      max_length: int | None, truncation: str = "head") -> list[dict]:
+    """Classification features (see encode_examples), plus "label" if labels are given."""
+    features = encode_examples(tokenizer, [e.text for e in examples], [e.text_pair for e in examples], max_length,
+                               truncation)
     if labels is not None:
         for f, label in zip(features, labels, strict=True):
             f["label"] = label
