@@ -33,7 +33,8 @@ def capture(monkeypatch):
     seen = {}
 
     class FakeTrainer:
-        def __init__(self, model, cfg, task, train_data, collate, eval_data=None, eval_collate=None, tokenizer=None):
+        def __init__(self, model, cfg, task, train_data, collate, eval_data=None, eval_collate=None, tokenizer=None,
+                     **kwargs):
             seen.update(model=model, cfg=cfg, task=task, collate=collate, eval_collate=eval_collate)
             raise Captured
 
