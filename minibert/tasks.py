@@ -264,7 +264,7 @@ class SequenceClassification(Task):
             if isinstance(e.label, tuple) and problem != MULTI:
                 raise DataError(f"{path}:{e.line}: label is a list (multi-label), but the problem type is {problem} "
                                 f"({source}); pass --problem-type {MULTI}, or give single labels")
-            if problem == "regression" and (isinstance(e.label, (str, tuple))):
+            if problem == "regression" and isinstance(e.label, str):
                 raise DataError(f"{path}:{e.line}: label {e.label!r} is not a number, but the problem type is "
                                 f"regression ({source}); give numbers, or pass --problem-type {SINGLE}")
 

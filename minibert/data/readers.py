@@ -192,9 +192,9 @@ def _check_not_mixed(examples: Sequence[Example], path: Path) -> None:
     first = isinstance(examples[0].label, tuple)
     for e in examples[1:]:
         if isinstance(e.label, tuple) != first:
-            kinds = ("a list of labels", "a single label")
-            raise DataError(f"{path}:{e.line}: label is {kinds[not first]} but the example on line {examples[0].line} "
-                            f"has {kinds[first]}; give every label as a list ([] for none: multi-label) or none")
+            this, that = ("a single label", "a list") if first else ("a list", "a single label")
+            raise DataError(f"{path}:{e.line}: label is {this}, but the label on line {examples[0].line} is {that}; "
+                            "give every label as a list (multi-label, [] for none) or none as lists")
 
 
 def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label",
