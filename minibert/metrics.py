@@ -2,7 +2,8 @@
 
 A metrics object is fed every evaluation batch with the model's output (`update`) and then says
 what it measured (`result`). The task picks which one (tasks.py); the trainer, predict.py and the
-benchmarks all evaluate through `evaluate`.
+benchmarks all evaluate through `evaluate`. Classification: ClassificationMetrics (single label, and
+the loss of a regression), MultiLabelMetrics (label sets, a threshold on the sigmoid).
 """
 
 from __future__ import annotations
