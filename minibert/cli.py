@@ -264,6 +264,10 @@ def _resolve_job(args) -> None:
         raise UsageError(f"--dropout {args.dropout}: must be in [0, 1)")
     if args.dropout_in_config and args.dropout is None:
         raise UsageError("--dropout-in-config needs --dropout P")
+    given = [flag for flag, value in (("--problem-type", args.problem_type), ("--label-sep", args.label_sep),
+                                      ("--class-weights", args.class_weights)) if value is not None]
+    if args.task == "mlm" and given:
+        raise UsageError(f"{given[0]} is for --task classify")
     if args.pack and (args.task != "mlm" or args.group_texts):
         raise UsageError("--pack is for --task mlm with one example per line; --group-texts blocks are full "
                          "already")

@@ -148,6 +148,7 @@ def test_class_weights_file(tmp_path):
     ('{"bad": -2}', [], ["weights.json", "positive"]),
     (None, ["--class-weights", "missing.json"], ["missing.json", "not found"]),
     ('{"bad": 2}', ["--problem-type", "regression"], ["--class-weights is for single-label", "regression"]),
+    ('{"bad": 2}', ["--task", "mlm"], ["--class-weights is for --task classify"]),
 ])
 def test_class_weights_errors_are_one_line(tmp_path, content, extra, expected):
     write_jsonl(tmp_path / "t.jsonl", [{"text": "好好", "label": "good"}, {"text": "坏坏", "label": "bad"}] * 2)
@@ -157,7 +158,7 @@ def test_class_weights_errors_are_one_line(tmp_path, content, extra, expected):
         write_jsonl(tmp_path / "t.jsonl", [{"text": "好好", "label": 1}, {"text": "坏坏", "label": 2}])
     args = extra if extra[:1] == ["--class-weights"] else ["--class-weights", "weights.json", *extra]
     proc = call(TRAIN, "--task", "classify", *TINY_ARGS, "--train", "t.jsonl", "--output", "out", "--max-steps", "1",
-                *args, cwd=tmp_path)
+                *args, cwd=tmp_path)  # a second --task (mlm) replaces the first
     assert_names(error_line(proc), *expected)
     assert not (tmp_path / "out" / "config.json").exists()
 
