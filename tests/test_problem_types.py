@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import PREDICT, ROOT, TINY_ARGS, TINY_SHAPE, TRAIN, call, write_jsonl
+from safetensors.torch import load_file
 from test_cli import assert_names, error_line
 
 from minibert import BertConfig, BertForSequenceClassification, TextClassifier
@@ -346,3 +347,15 @@ def test_multi_label_round_trip(tmp_path):
     assert 0 <= metrics["exact_match"] <= 1 and not math.isnan(metrics["micro_f1"])
     bad = call(PREDICT, "--model", "ml", "--threshold", "1.5", "好", cwd=tmp_path)
     assert_names(error_line(bad), "--threshold 1.5")
+
+
+def test_class_weights_train_and_are_saved_nowhere_inference_reads(tmp_path):
+    write_jsonl(tmp_path / "t.jsonl", [{"text": "好好", "label": "good"}] * 3 + [{"text": "坏坏", "label": "bad"}])
+    proc = call(TRAIN, "--task", "classify", *TINY_ARGS, "--train", "t.jsonl", "--eval", "t.jsonl", "--output", "w",
+                "--max-steps", "2", "--batch-size", "2", "--grad-accum", "2", "--class-weights", "auto", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert_names(proc.stdout, "class weights: bad 2, good 0.667", "final eval: eval_loss")
+    assert json.loads((tmp_path / "w" / "train_args.json").read_text())["weights"] == pytest.approx([2, 2 / 3])
+    for folder in (tmp_path / "w", tmp_path / "w" / "best"):
+        assert "weight" not in (folder / "config.json").read_text()
+        assert not any("class_weights" in k for k in load_file(folder / "model.safetensors"))
