@@ -271,6 +271,10 @@ def _resolve_job(args) -> None:
         raise UsageError(f"--dropout {args.dropout}: must be in [0, 1)")
     if args.dropout_in_config and args.dropout is None:
         raise UsageError("--dropout-in-config needs --dropout P")
+    given = [flag for flag, value in (("--problem-type", args.problem_type), ("--label-sep", args.label_sep),
+                                      ("--class-weights", args.class_weights)) if value is not None]
+    if args.task == "mlm" and given:
+        raise UsageError(f"{given[0]} is for --task classify")
     if args.pack and (args.task != "mlm" or args.group_texts):
         raise UsageError("--pack is for --task mlm with one example per line; --group-texts blocks are full "
                          "already")
@@ -433,7 +437,8 @@ def _train(args, rank: int, world: int) -> int:
               f"({summary['tokens_per_s']:.0f} tokens/s)")
         if summary["eval"]:
             print("final eval: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                             for k, v in summary["eval"].items() if k not in ("step", "tokens")))
+                                             for k, v in summary["eval"].items()
+                                             if k not in ("step", "tokens") and not isinstance(v, dict)))
     return 0
 
 
@@ -483,11 +488,15 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="fill-mask: candidates per [MASK] (default: %(default)s)")
     p.add_argument("--targets", default=None, help="fill-mask: comma-separated tokens to score at each [MASK]")
     p.add_argument("--all", action="store_true", help="classify: print every label's probability")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="multi-label: predict the labels whose probability is above this (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per text on stdout")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--text-column", default="text", help="--eval text field/column (default: %(default)s)")
     p.add_argument("--label-column", default="label", help="--eval label field/column (default: %(default)s)")
+    p.add_argument("--label-sep", default=None, metavar="SEP",
+                   help="--eval CSV/TSV of a multi-label model: labels in a cell separated by SEP")
     return p
 
 
@@ -513,8 +522,6 @@ def predict_command(argv: list[str] | None) -> int:
     args = predict_parser().parse_args(argv)
     _show_warnings()
     from .checkpoint import load_config
-    from .data.readers import encode_labels, read_labelled
-    from .metrics import classification_metrics
     from .pipelines import FillMask, TextClassifier
     from .runtime import resolve_device
     from .tasks import saved_task
@@ -564,19 +571,17 @@ def predict_command(argv: list[str] | None) -> int:
         return 0
 
     pipe = TextClassifier.from_pretrained(model_dir, device=args.device)
+    if not 0 < args.threshold < 1:
+        raise UsageError(f"--threshold {args.threshold}: give a probability between 0 and 1")
     if args.eval:
-        examples = read_labelled(args.eval, text_column=args.text_column, label_column=args.label_column)
-        label2id = {name: i for i, name in enumerate(pipe.labels)}
-        gold = encode_labels(examples, label2id, args.eval)
-        results = pipe([e.text for e in examples], [e.text_pair for e in examples]
-                       if any(e.text_pair for e in examples) else None, batch_size=args.batch_size)
-        import torch
-
-        pred = torch.tensor([label2id[r.label] for r in results])
-        metrics = {"examples": len(examples),
-                   **classification_metrics(pred, torch.tensor(gold), len(pipe.labels))}
+        metrics = evaluate_classifier_file(pipe, args)
         if args.json:
-            print(json.dumps(metrics))
+            print(json.dumps(metrics, ensure_ascii=False))
+        elif pipe.problem_type == "regression":
+            print(f"{args.eval}: {metrics['examples']} examples, mean squared error {metrics['mse']:.4f}")
+        elif pipe.problem_type == "multi_label_classification":
+            print(f"{args.eval}: {metrics['examples']} examples, exact match {metrics['exact_match']:.4f}, "
+                  f"micro-F1 {metrics['micro_f1']:.4f}, macro-F1 {metrics['macro_f1']:.4f}")
         else:
             print(f"{args.eval}: {metrics['examples']} examples, accuracy {metrics['accuracy']:.4f}, "
                   f"macro-F1 {metrics['macro_f1']:.4f}")
@@ -584,14 +589,45 @@ def predict_command(argv: list[str] | None) -> int:
             return 0
     if not texts:
         raise UsageError("no text to classify; give texts, --file or --eval")
-    for r in pipe(texts, batch_size=args.batch_size):
+    for r in pipe(texts, batch_size=args.batch_size, threshold=args.threshold):
         if args.json:
             print(json.dumps(dataclasses.asdict(r), ensure_ascii=False))
+        elif not hasattr(r, "scores"):  # regression: the value, not a label
+            print(f"{r.value:.4f}\t{r.text}")
         elif args.all:
             print(r.text + "\n  " + "   ".join(f"{k} {v:.4f}" for k, v in r.scores.items()))
+        elif hasattr(r, "labels"):  # multi-label: the set above --threshold
+            print((", ".join(f"{k} {r.scores[k]:.4f}" for k in r.labels) or "(none)") + f"\t{r.text}")
         else:
             print(f"{r.label}\t{r.score:.4f}\t{r.text}")
     return 0
+
+
+def evaluate_classifier_file(pipe, args) -> dict:
+    """The metrics of a classifier on a labelled file: accuracy and macro-F1; exact match, micro- and
+    macro-F1 and per-label numbers (multi-label); mean squared error (regression)."""
+    import torch
+
+    from .data.readers import encode_label_sets, encode_labels, read_labelled
+    from .metrics import classification_metrics, multi_label_metrics
+    from .tasks import SequenceClassification
+
+    examples = read_labelled(args.eval, text_column=args.text_column, label_column=args.label_column,
+                             label_sep=args.label_sep)
+    SequenceClassification.check_fits(examples, pipe.problem_type, "the model's config.json", args.eval)
+    label2id = {name: i for i, name in enumerate(pipe.labels)}
+    pairs = [e.text_pair for e in examples] if any(e.text_pair for e in examples) else None
+    results = pipe([e.text for e in examples], pairs, batch_size=args.batch_size, threshold=args.threshold)
+    if pipe.problem_type == "regression":
+        errors = [(r.value - float(e.label)) ** 2 for r, e in zip(results, examples)]
+        return {"examples": len(examples), "mse": sum(errors) / len(errors)}
+    if pipe.problem_type == "multi_label_classification":
+        gold = torch.tensor(encode_label_sets(examples, label2id, args.eval)) > 0.5
+        pred = torch.tensor([[lab in r.labels for lab in pipe.labels] for r in results])
+        return {"examples": len(examples), **multi_label_metrics(pred, gold, pipe.labels)}
+    gold = encode_labels(examples, label2id, args.eval)
+    pred = torch.tensor([label2id[r.label] for r in results])
+    return {"examples": len(examples), **classification_metrics(pred, torch.tensor(gold), len(pipe.labels))}
 
 
 def evaluate_mlm_file(model_dir: Path, args) -> dict:

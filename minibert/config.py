@@ -13,6 +13,8 @@ from pathlib import Path
 from .files import read_json
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+# A classifier's job, as transformers names it in config.json: it decides the loss and the prediction.
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
 def option(default, help: str, **flag):
@@ -40,6 +42,9 @@ class BertConfig:
     num_labels: int = 2  # classifier outputs; 1 means regression (MSE loss)
     id2label: dict[int, str] | None = None  # class index -> name, saved with classification models
     label2id: dict[str, int] | None = None  # inverse of id2label
+    # regression (MSE), single_label_classification (softmax, cross-entropy) or multi_label_classification
+    # (sigmoid, BCE); None: as transformers infers it, regression when num_labels == 1, else single label
+    problem_type: str | None = None
     architectures: list[str] | None = None  # model class names, written by save_pretrained
     model_type: str = "bert"
     extra: dict = field(default_factory=dict, repr=False)  # unknown keys, kept for a faithful re-save
@@ -52,6 +57,8 @@ class BertConfig:
             )
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {ACTIVATIONS}")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            raise ValueError(f"problem_type {self.problem_type!r} is not one of {', '.join(PROBLEM_TYPES)}")
         # JSON keys are strings: normalise id2label to int keys, and derive whichever map is missing.
         if self.id2label is not None:
             self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
@@ -63,6 +70,13 @@ class BertConfig:
             self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
         if self.id2label is not None and len(self.id2label) != self.num_labels:
             self.num_labels = len(self.id2label)
+
+    @property
+    def resolved_problem_type(self) -> str:
+        """problem_type, or what transformers infers without it: regression for one output, else single label."""
+        if self.problem_type:
+            return self.problem_type
+        return "regression" if self.num_labels == 1 else "single_label_classification"
 
     @property
     def head_size(self) -> int:
@@ -80,7 +94,7 @@ class BertConfig:
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         d = {**self.extra, **d}
-        for key in ("id2label", "label2id", "architectures", "classifier_dropout"):
+        for key in ("id2label", "label2id", "problem_type", "architectures", "classifier_dropout"):
             if d[key] is None:
                 del d[key]
         if d.get("id2label") is not None:

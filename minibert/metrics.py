@@ -2,7 +2,8 @@
 
 A metrics object is fed every evaluation batch with the model's output (`update`) and then says
 what it measured (`result`). The task picks which one (tasks.py); the trainer, predict.py and the
-benchmarks all evaluate through `evaluate`.
+benchmarks all evaluate through `evaluate`. Classification: ClassificationMetrics (single label, and
+the loss of a regression), MultiLabelMetrics (label sets, a threshold on the sigmoid).
 """
 
 from __future__ import annotations
@@ -44,20 +45,21 @@ class ClassificationMetrics:
 
     def __init__(self, num_labels: int) -> None:
         self.num_labels = num_labels
-        self.loss_sum, self.n = 0.0, 0
+        self.loss_sum, self.weight, self.n = 0.0, 0.0, 0
         self.preds: list[torch.Tensor] = []
         self.golds: list[torch.Tensor] = []
 
     def update(self, out: Output, batch: dict[str, torch.Tensor]) -> None:
-        k = int(out.n_targets)
+        k = float(out.n_targets)  # the examples, or the sum of their class weights when weighted
         self.loss_sum += float(out.loss) * k
-        self.n += k
+        self.weight += k
+        self.n += batch["labels"].shape[0]
         if self.num_labels > 1:
             self.preds.append(out.logits.argmax(-1).cpu())
             self.golds.append(batch["labels"].cpu())
 
     def result(self) -> dict:
-        metrics = {"eval_loss": self.loss_sum / max(1, self.n), "examples": self.n}
+        metrics = {"eval_loss": self.loss_sum / self.weight if self.weight else 0.0, "examples": self.n}
         if self.preds:
             metrics.update(classification_metrics(torch.cat(self.preds), torch.cat(self.golds), self.num_labels))
         return metrics
@@ -80,9 +82,55 @@ def macro_f1(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> float:
     return sum(f1s) / max(1, len(f1s))
 
 
+class MultiLabelMetrics:
+    """Multi-label: loss (BCE), exact-match (subset) accuracy, micro- and macro-F1 and per-label precision,
+    recall and F1, a label predicted when its sigmoid probability is above `threshold`."""
+
+    def __init__(self, labels: list[str], threshold: float = 0.5) -> None:
+        self.labels, self.threshold = labels, threshold
+        self.loss_sum, self.n = 0.0, 0
+        self.preds: list[torch.Tensor] = []
+        self.golds: list[torch.Tensor] = []
+
+    def update(self, out: Output, batch: dict[str, torch.Tensor]) -> None:
+        k = int(out.n_targets)
+        self.loss_sum += float(out.loss) * k
+        self.n += k
+        self.preds.append((out.logits.float().sigmoid() > self.threshold).cpu())
+        self.golds.append(batch["labels"].cpu() > 0.5)
+
+    def result(self) -> dict:
+        return {"eval_loss": self.loss_sum / max(1, self.n), "examples": self.n,
+                **multi_label_metrics(torch.cat(self.preds), torch.cat(self.golds), self.labels)}
+
+
+def multi_label_metrics(pred: torch.Tensor, gold: torch.Tensor, labels: list[str]) -> dict:
+    """Metrics of predicted label sets against gold ones, both (N, L) bool.
+
+    exact_match: the fraction of examples whose set is exactly right (an empty set included).
+    micro_f1: 2 TP / (2 TP + FP + FN) over every (example, label). macro_f1: the mean of the per-label
+    F1s, leaving out labels absent from both predictions and gold (as macro_f1 does). per_label:
+    {label: {precision, recall, f1, support}}, a ratio with nothing to divide by counting as 0."""
+    tp = (pred & gold).sum(0)  # (L,)
+    fp = (pred & ~gold).sum(0)
+    fn = (~pred & gold).sum(0)
+    per_label, f1s = {}, []
+    for i, name in enumerate(labels):
+        t, p, n = int(tp[i]), int(fp[i]), int(fn[i])
+        f1 = 2 * t / (2 * t + p + n) if t + p + n else 0.0
+        if t + p + n:
+            f1s.append(f1)
+        per_label[name] = {"precision": t / (t + p) if t + p else 0.0, "recall": t / (t + n) if t + n else 0.0,
+                           "f1": f1, "support": t + n}
+    t, p, n = int(tp.sum()), int(fp.sum()), int(fn.sum())
+    return {"exact_match": float((pred == gold).all(1).float().mean()),
+            "micro_f1": 2 * t / (2 * t + p + n) if t + p + n else 0.0,
+            "macro_f1": sum(f1s) / max(1, len(f1s)), "per_label": per_label}
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, features: list[dict], collate: Callable, batch_size: int, device: torch.device,
-             metrics: MaskedLMMetrics | ClassificationMetrics, precision: str = "fp32") -> dict:
+             metrics: MaskedLMMetrics | ClassificationMetrics | MultiLabelMetrics, precision: str = "fp32") -> dict:
     """Run the model over `features` in batches formed in length order and return `metrics.result()`."""
     model.eval()
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))

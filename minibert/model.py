@@ -306,6 +306,14 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 class BertForSequenceClassification(Pretrained, nn.Module):
+    """[CLS] pooled -> classifier. The loss follows config.problem_type, as transformers' does:
+    regression MSE, single-label cross-entropy, multi-label BCE with logits.
+
+    `class_weights` (num_labels,), set with set_class_weights for training, weights the single-label
+    cross-entropy; it is a non-persistent buffer, so no saved file carries it."""
+
+    class_weights: torch.Tensor | None
+
     def __init__(self, cfg: BertConfig):
         super().__init__()
         self.config = cfg
@@ -314,6 +322,13 @@ class BertForSequenceClassification(Pretrained, nn.Module):
         self.drop = nn.Dropout(p)
         self.classifier = nn.Linear(cfg.hidden_size, cfg.num_labels)
         init_weights(self.classifier, cfg.initializer_range)
+        self.register_buffer("class_weights", None, persistent=False)
+
+    def set_class_weights(self, weights: torch.Tensor | None) -> None:
+        if weights is not None:
+            assert weights.shape == (self.config.num_labels,), (weights.shape, self.config.num_labels)
+            weights = weights.to(self.classifier.weight.device, torch.float32)
+        self.class_weights = weights
 
     def forward(
         self,
@@ -322,17 +337,31 @@ class BertForSequenceClassification(Pretrained, nn.Module):
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
     ) -> Output:
-        """-> logits (B, num_labels); loss is cross-entropy, or MSE when num_labels == 1."""
+        """-> logits (B, num_labels); with labels (B,) classes or values, or (B, num_labels) multi-hot, the
+        loss and n_targets, what it averages over (the sum of the class weights, when weighted)."""
         h = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         logits = self.classifier(self.drop(self.bert.pool(h)))  # (B, num_labels)
         if labels is None:
             return Output(logits)
-        if self.config.num_labels == 1:
+        problem = self.config.problem_type
+        if problem is None:  # transformers' rule: by num_labels, then by the labels' dtype
+            problem = ("regression" if self.config.num_labels == 1 else "multi_label_classification"
+                       if labels.is_floating_point() else "single_label_classification")
+        n = torch.tensor(labels.shape[0], device=labels.device)
+        if problem == "regression":
             pred = upcast(logits.squeeze(-1))  # (B,)
-            loss = F.mse_loss(pred, labels.to(pred.dtype))
+            loss = F.mse_loss(pred, labels.to(pred.dtype).reshape(pred.shape))
+        elif problem == "multi_label_classification":
+            # the mean over every (example, label): each micro-batch weighs B, as it holds B * num_labels
+            loss = F.binary_cross_entropy_with_logits(upcast(logits), labels.to(torch.float32))
+        elif self.class_weights is not None:
+            # sum(w_y * ce) / sum(w_y), CrossEntropyLoss(weight=w)'s mean; n = sum(w_y) keeps it exact
+            # across micro-batches and ranks
+            loss = F.cross_entropy(upcast(logits), labels, weight=self.class_weights)
+            n = self.class_weights[labels].sum()
         else:
             loss = F.cross_entropy(upcast(logits), labels)
-        return Output(logits, loss, torch.tensor(labels.numel(), device=labels.device))
+        return Output(logits, loss, n)
 
 
 def set_dropout(model: nn.Module, p: float) -> None:

@@ -2,6 +2,10 @@
 
     from minibert import FillMask
     print(FillMask.from_pretrained("models/zh-small")("三国人物诸葛[MASK]"))
+
+TextClassifier predicts what the model's config.json problem_type says: a label with its softmax
+probability (single label), the set of labels whose sigmoid probability is above a threshold
+(multi-label), or the value, the raw output (regression).
 """
 
 from __future__ import annotations
@@ -142,6 +146,19 @@ class Classification:
     scores: dict[str, float]
 
 
+@dataclass
+class MultiLabelClassification:
+    text: str
+    labels: list[str]  # the predicted set: the labels with a probability above the threshold, most probable first
+    scores: dict[str, float]  # every label's sigmoid probability
+
+
+@dataclass
+class Regression:
+    text: str
+    value: float  # the model's output, unsquashed
+
+
 class TextClassifier:
     def __init__(self, model: BertForSequenceClassification, tokenizer: Tokenizer,
                  device: str | torch.device = "auto"):
@@ -149,6 +166,7 @@ class TextClassifier:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         cfg = model.config
+        self.problem_type = cfg.resolved_problem_type
         self.labels = [cfg.id2label[i] if cfg.id2label else str(i) for i in range(cfg.num_labels)]
         self.max_length = cfg.max_position_embeddings
         self.truncation = cfg.extra.get(TRUNCATION_KEY, "head")  # as the model was trained
@@ -162,8 +180,9 @@ class TextClassifier:
         return cls(from_pretrained(BertForSequenceClassification, folder), Tokenizer.from_pretrained(folder), device)
 
     @torch.inference_mode()
-    def __call__(self, texts: str | list[str], text_pairs: list[str] | None = None,
-                 batch_size: int = 32) -> list[Classification]:
+    def __call__(self, texts: str | list[str], text_pairs: list[str] | None = None, batch_size: int = 32,
+                 threshold: float = 0.5) -> list[Classification | MultiLabelClassification | Regression]:
+        """One result per text; `threshold`: multi-label, the probability a label must exceed."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         results = []
         for s in range(0, len(texts), batch_size):
@@ -172,8 +191,17 @@ class TextClassifier:
             features = encode_examples(self.tokenizer, chunk, pairs, self.max_length, self.truncation)
             batch = pad_batch(features, self.tokenizer.pad_token_id)
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            probs = self.model(**batch).logits.float().softmax(-1).cpu()
-            for text, p in zip(chunk, probs):
+            logits = self.model(**batch).logits.float().cpu()  # (B, num_labels)
+            if self.problem_type == "regression":
+                results += [Regression(text, float(v)) for text, v in zip(chunk, logits[:, 0].tolist())]
+                continue
+            if self.problem_type == "multi_label_classification":
+                for text, p in zip(chunk, logits.sigmoid().tolist()):
+                    chosen = sorted((i for i, v in enumerate(p) if v > threshold), key=lambda i: -p[i])
+                    results.append(MultiLabelClassification(text, [self.labels[i] for i in chosen],
+                                                            dict(zip(self.labels, p))))
+                continue
+            for text, p in zip(chunk, logits.softmax(-1)):
                 best = int(p.argmax())
                 results.append(Classification(text, self.labels[best], float(p[best]),
                                               {lab: float(v) for lab, v in zip(self.labels, p.tolist())}))

@@ -7,8 +7,10 @@ instead of probing the model:
     model_class               what learns it
     count_targets             what the loss averages over
     metrics, best_metric      how it is measured, and which number picks `best/`
+    setup_model               what training sets on the model beyond its config (class weights)
 A task's options are dataclass fields with their help text; train.py's flags are made from them.
-A new job (multi-label, regression) is one more class with these members.
+SequenceClassification covers the three problem types transformers names in config.json
+(regression, single-label, multi-label): each a loss, a prediction and metrics of its own.
 """
 
 from __future__ import annotations
@@ -21,11 +23,22 @@ from typing import ClassVar
 
 import torch
 
-from .config import BertConfig, option
+from .config import PROBLEM_TYPES, BertConfig, option
 from .data.collators import ClassificationCollator, MaskingCollator, PackingCollator
 from .data.features import TRUNCATION_KEY, TRUNCATIONS, load_mlm_features, pack_features, tokenize_examples
-from .data.readers import build_label_map, check_labels, encode_labels, is_regression, read_labelled
-from .metrics import ClassificationMetrics, MaskedLMMetrics
+from .data.readers import (
+    DataError,
+    Example,
+    build_label_map,
+    check_labels,
+    class_weights,
+    encode_label_sets,
+    encode_labels,
+    is_multi_label,
+    is_regression,
+    read_labelled,
+)
+from .metrics import ClassificationMetrics, MaskedLMMetrics, MultiLabelMetrics
 from .model import BertForMaskedLM, BertForSequenceClassification
 from .tokenizer import Tokenizer
 
@@ -64,6 +77,9 @@ class Task:
             return True
         new, old = metrics[self.best_metric], best[self.best_metric]
         return new > old if self.higher_is_better else new < old
+
+    def setup_model(self, model: torch.nn.Module) -> None:
+        """Set on `model` what training needs beyond its config; the trainer calls it once."""
 
 
 @dataclass
@@ -122,12 +138,20 @@ class MaskedLM(Task):
         return MaskedLMMetrics()
 
 
+SINGLE, MULTI = "single_label_classification", "multi_label_classification"
+
+
 @dataclass
 class SequenceClassification(Task):
-    """One label per text (or text pair): classes from the training file's labels.
+    """Labels per text (or text pair), one of three problem types (config.json's problem_type):
 
-    Numeric labels with a fraction among them make a regression (one output, MSE loss), decided
-    from the training data as before; issue 14 turns it into a task of its own.
+        single_label_classification  one class per text; softmax, cross-entropy (optionally class-weighted)
+        multi_label_classification   a set of classes per text (JSON list labels, or --label-sep); sigmoid,
+                                     BCE with logits; a label is predicted when its probability > threshold
+        regression                   a number per text; one output, MSE
+
+    Which one: --problem-type, else the starting model's config.json when it names one, else the
+    training labels (lists: multi-label; numbers with a fraction among them: regression; else single).
     """
 
     name: ClassVar[str] = "classify"
@@ -139,11 +163,32 @@ class SequenceClassification(Task):
     truncation: str = option("head", "how a text longer than --max-length is cut: head keeps its start; "
                              "head+tail keeps its first quarter and last three quarters (single texts; saved in "
                              "config.json, so predict.py cuts the same way)", choices=TRUNCATIONS)
-    regression: bool = field(default=False, init=False)  # set by load() from the training labels
+    problem_type: str | None = option(None, "regression, single_label_classification or "
+                                      "multi_label_classification, saved in config.json (default: the --model "
+                                      "folder's config.json when it names one, else from the training labels: "
+                                      "JSON lists multi-label, numbers with a fraction regression, else single "
+                                      "label)", choices=PROBLEM_TYPES)
+    label_sep: str | None = option(None, "CSV/TSV: each label cell holds labels separated by SEP, a multi-label "
+                                   "example (an empty cell: no label); without it a cell is one label",
+                                   metavar="SEP")
+    class_weights: str | None = option(None, "single label: weight the cross-entropy of each class, "
+                                       "sum(w_y * ce) / sum(w_y): auto for inverse frequency over the training "
+                                       "labels, w_c = N / (K * n_c) (N examples, K classes, n_c of class c: the "
+                                       "mean weight over the examples is 1), or FILE, a JSON object {label: "
+                                       "weight} (labels left out weigh 1). Used in training only (the eval loss "
+                                       "too), never saved in the model", metavar="auto|FILE")
+    threshold: float = option(0.5, "multi-label: in evaluation, a label is predicted when its probability is "
+                              "above this")
+    problem: str = field(default=SINGLE, init=False)  # the problem type load() resolved
+    weights: list[float] | None = field(default=None, init=False)  # per class id, from class_weights
+
+    @property
+    def regression(self) -> bool:
+        return self.problem == "regression"
 
     @property
     def best_metric(self) -> str:
-        return "eval_loss" if self.regression else "accuracy"
+        return {"regression": "eval_loss", MULTI: "micro_f1"}.get(self.problem, "accuracy")
 
     @property
     def higher_is_better(self) -> bool:
@@ -151,26 +196,42 @@ class SequenceClassification(Task):
 
     def load(self, tokenizer: Tokenizer, config: BertConfig, max_length: int, train_file: Path,
              eval_file: Path | None = None, eval_split: float = 0.0, seed: int = 0) -> TaskData:
-        columns = dict(text_column=self.text_column, label_column=self.label_column, pair_column=self.pair_column)
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"--threshold {self.threshold}: give a probability between 0 and 1")
+        columns = dict(text_column=self.text_column, label_column=self.label_column, pair_column=self.pair_column,
+                       label_sep=self.label_sep)
         train_ex = read_labelled(train_file, **columns)
         eval_ex = read_labelled(eval_file, **columns) if eval_file else None
         if eval_split:
             train_ex, eval_ex = split(train_ex, eval_split, seed)
-        self.regression = is_regression(train_ex)
+        self.problem, source = self._resolve(train_ex, config, train_file)
+        if eval_ex:
+            self.check_fits(eval_ex, self.problem, source, eval_file or train_file)
+        self.weights = None
+        if self.class_weights is not None and self.problem != SINGLE:
+            raise DataError(f"--class-weights is for single-label classification; this is {self.problem} ({source})")
+        said = "" if source == "the training labels" else f" (problem_type from {source})"
         if self.regression:
             train_y = [float(e.label) for e in train_ex]
             eval_y = [float(e.label) for e in eval_ex] if eval_ex else None
-            config = BertConfig.from_dict({**config.to_dict(), "num_labels": 1, "id2label": None, "label2id": None})
-            note = ", regression"
+            config = BertConfig.from_dict({**config.to_dict(), "num_labels": 1, "id2label": None, "label2id": None,
+                                           "problem_type": self.problem})
+            note = f", regression{said}"
         else:
             check_labels(train_ex, train_file)
             label2id = build_label_map(train_ex)
-            train_y = encode_labels(train_ex, label2id, train_file)
-            eval_y = encode_labels(eval_ex, label2id, eval_file or train_file) if eval_ex else None
+            encode = encode_label_sets if self.problem == MULTI else encode_labels
+            train_y = encode(train_ex, label2id, train_file)
+            eval_y = encode(eval_ex, label2id, eval_file or train_file) if eval_ex else None
+            if self.class_weights is not None:
+                self.weights = class_weights(self.class_weights, train_y, label2id)
             id2label = {i: name for name, i in label2id.items()}
             config = BertConfig.from_dict({**config.to_dict(), "num_labels": len(label2id), "id2label": id2label,
-                                           "label2id": label2id})
-            note = f", labels: {', '.join(label2id)}"
+                                           "label2id": label2id, "problem_type": self.problem})
+            kind = ", multi-label" if self.problem == MULTI else ""
+            note = f"{kind}{said}, labels: {', '.join(label2id)}"
+            if self.weights is not None:
+                note += f", class weights: {', '.join(f'{n} {w:.3g}' for n, w in zip(label2id, self.weights))}"
         saved = {k: v for k, v in config.to_dict().items() if k != TRUNCATION_KEY}
         if self.truncation != "head":
             saved[TRUNCATION_KEY] = self.truncation
@@ -180,16 +241,51 @@ class SequenceClassification(Task):
             else None
         return TaskData(train_features, eval_features, config, note)
 
+    def _resolve(self, examples: list[Example], config: BertConfig, path: Path) -> tuple[str, str]:
+        """(problem type, where it came from): the flag, the model's config.json, or the labels."""
+        if self.problem_type is not None:
+            problem, source = self.problem_type, "--problem-type"
+        elif config.problem_type is not None:
+            problem, source = config.problem_type, "the model's config.json"
+            if problem == SINGLE and is_regression(examples):
+                raise DataError(f"{path}: the labels are numbers with fractions, regression targets, but {source} "
+                                f"says {SINGLE}; pass --problem-type regression (or --problem-type {SINGLE} to "
+                                "keep them as class names)")
+        else:
+            problem = MULTI if is_multi_label(examples) else "regression" if is_regression(examples) else SINGLE
+            return problem, "the training labels"
+        self.check_fits(examples, problem, source, path)
+        return problem, source
+
+    @staticmethod
+    def check_fits(examples: list[Example], problem: str, source: str, path: Path) -> None:
+        """A DataError when the labels cannot be `problem`'s (a single label is a set of one for multi-label)."""
+        for e in examples:
+            if isinstance(e.label, tuple) and problem != MULTI:
+                raise DataError(f"{path}:{e.line}: label is a list (multi-label), but the problem type is {problem} "
+                                f"({source}); pass --problem-type {MULTI}, or give single labels")
+            if problem == "regression" and isinstance(e.label, str):
+                raise DataError(f"{path}:{e.line}: label {e.label!r} is not a number, but the problem type is "
+                                f"regression ({source}); give numbers, or pass --problem-type {SINGLE}")
+
+    def setup_model(self, model: torch.nn.Module) -> None:
+        model.set_class_weights(torch.tensor(self.weights) if self.weights is not None else None)
+
     def collator(self, tokenizer: Tokenizer, seed: int = 0, rank: int = 0) -> Callable:
         return ClassificationCollator(tokenizer.pad_token_id)
 
     def eval_collator(self, tokenizer: Tokenizer, seed: int = 0) -> Callable:
         return ClassificationCollator(tokenizer.pad_token_id)
 
-    def count_targets(self, batch: dict[str, torch.Tensor]) -> int:
+    def count_targets(self, batch: dict[str, torch.Tensor]) -> float:
+        """What the loss averages over: the examples, or the sum of their class weights when weighted."""
+        if self.weights is not None:
+            return float(torch.tensor(self.weights)[batch["labels"]].sum())
         return batch["labels"].shape[0]
 
-    def metrics(self, config: BertConfig) -> ClassificationMetrics:
+    def metrics(self, config: BertConfig) -> ClassificationMetrics | MultiLabelMetrics:
+        if config.resolved_problem_type == MULTI:
+            return MultiLabelMetrics([config.id2label[i] for i in range(config.num_labels)], self.threshold)
         return ClassificationMetrics(config.num_labels)
 
 

@@ -216,6 +216,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         allow_tf32(self.device)
+        task.setup_model(model)
         self.model = model.to(self.device)
         self.tokenizer = tokenizer
         self.train_data, self.collate = train_data, collate
@@ -651,5 +652,5 @@ class Trainer:
             metrics_file.flush()
         self.log("eval @ step {}: {}".format(self.step_count, ", ".join(
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-            if k not in ("step", "tokens"))))
+            if k not in ("step", "tokens") and not isinstance(v, dict))))  # per_label: metrics.jsonl only
         return metrics

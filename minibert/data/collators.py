@@ -222,8 +222,9 @@ class PackingCollator:
 
 
 class ClassificationCollator:
-    """Pad features to the batch's longest; "label" becomes labels: int64 classes, float32 if any label is
-    a float (regression). Features without "label" (prediction) give no labels tensor."""
+    """Pad features to the batch's longest; "label" becomes labels: int64 classes (B,), float32 if any
+    label is a float (regression), float32 (B, num_labels) for multi-hot rows (multi-label). Features
+    without "label" (prediction) give no labels tensor."""
 
     def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None) -> None:
         self.pad_token_id = pad_token_id
@@ -233,6 +234,9 @@ class ClassificationCollator:
         batch = pad_batch(features, self.pad_token_id, self.pad_to_multiple_of)
         if "label" in features[0]:
             labels = [f["label"] for f in features]
+            if isinstance(labels[0], (list, np.ndarray)):
+                batch["labels"] = torch.tensor(np.asarray(labels, dtype=np.float32))  # (B, num_labels)
+                return batch
             regression = any(isinstance(x, (float, np.floating)) for x in labels)
             batch["labels"] = torch.tensor(labels, dtype=torch.float32 if regression else torch.long)
         return batch

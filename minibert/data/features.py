@@ -181,12 +181,14 @@ def encode_examples(tokenizer: Tokenizer, texts: Sequence[str], pairs: Sequence[
     return [head_tail(_feature(enc), max_length) for enc in tokenizer.encode_batch(texts)]
 
 
-def tokenize_examples(tokenizer: Tokenizer, examples: Sequence[Example], labels: Sequence[int | float] | None,
-                      max_length: int | None, truncation: str = "head") -> list[dict]:
-    """Classification features (see encode_examples), plus "label" if labels are given."""
+def tokenize_examples(tokenizer: Tokenizer, examples: Sequence[Example],
+                      labels: Sequence[int | float | list[float]] | None, max_length: int | None,
+                      truncation: str = "head") -> list[dict]:
+    """Classification features (see encode_examples), plus "label" if labels are given: a class id, a
+    regression value, or a multi-hot float32 array (num_labels,)."""
     features = encode_examples(tokenizer, [e.text for e in examples], [e.text_pair for e in examples], max_length,
                                truncation)
     if labels is not None:
         for f, label in zip(features, labels, strict=True):
-            f["label"] = label
+            f["label"] = np.asarray(label, dtype=np.float32) if isinstance(label, list) else label
     return features

@@ -3,7 +3,9 @@
     read_texts(path)      MLM corpora: .txt (one text per line), .json (a list of strings, or of objects
                           with a "text" field), .jsonl (one object with "text" per line).
     read_labelled(path)   classification: .json/.jsonl objects with "text", "label" (and optional
-                          "text_pair"), or .csv/.tsv with a header naming those columns.
+                          "text_pair"), or .csv/.tsv with a header naming those columns. A label that is
+                          a JSON list (or, with label_sep, a CSV/TSV cell split on it) is a set of
+                          labels: a multi-label example, [] for none. A file is all lists or none.
 
 Malformed input raises DataError, whose message starts with "file:line:" and says what to fix.
 Blank lines (and empty texts) are skipped; nothing else is dropped. Files are UTF-8, with or without
@@ -25,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import parse_json, read_lines, read_text
+from ..files import parse_json, read_json, read_lines, read_text
 
 TEXT_SUFFIXES = (".txt", ".json", ".jsonl")
 LABELLED_SUFFIXES = (".json", ".jsonl", ".csv", ".tsv")
@@ -150,7 +152,7 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
 @dataclass
 class Example:
     text: str
-    label: str | int | float
+    label: str | int | float | tuple[str, ...]  # a tuple: the labels of a multi-label example
     text_pair: str | None
     line: int  # where the example starts in its file, for error messages
 
@@ -179,10 +181,31 @@ def _check_label(value: object, key: str, path: Path, line: int) -> str | int | 
     return value
 
 
+def _label_set(values: Sequence, key: str, path: Path, line: int) -> tuple[str, ...]:
+    """The labels of a multi-label example, as names (numbers too), each once, in the file's order."""
+    names = [str(_check_label(v, key, path, line)).strip() for v in values]
+    return tuple(dict.fromkeys(names))
+
+
+def _check_not_mixed(examples: Sequence[Example], path: Path) -> None:
+    """A DataError when some labels are lists and others not: which task the file is would be a guess."""
+    first = isinstance(examples[0].label, tuple)
+    for e in examples[1:]:
+        if isinstance(e.label, tuple) != first:
+            this, that = ("a single label", "a list") if first else ("a list", "a single label")
+            raise DataError(f"{path}:{e.line}: label is {this}, but the label on line {examples[0].line} is {that}; "
+                            "give every label as a list (multi-label, [] for none) or none as lists")
+
+
 def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label",
-                  pair_column: str = "text_pair") -> list[Example]:
-    """Labelled examples from .json/.jsonl (objects) or .csv/.tsv (header row names the columns)."""
+                  pair_column: str = "text_pair", label_sep: str | None = None) -> list[Example]:
+    """Labelled examples from .json/.jsonl (objects) or .csv/.tsv (header row names the columns).
+
+    label_sep (CSV/TSV only): every label cell holds the labels of a multi-label example separated by
+    it; an empty cell is an example with no label."""
     path = Path(path)
+    if label_sep is not None and not label_sep:
+        raise DataError("--label-sep: give a separator, e.g. '|'")
     examples = []
     if path.suffix.lower() in (".json", ".jsonl"):
         for line, record in _json_records(path, LABELLED_SUFFIXES):
@@ -197,10 +220,13 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
             if pair is not None and not isinstance(pair, str):
                 raise DataError(f"{path}:{line}: field {pair_column!r} is {_json_type(pair)}, expected a string")
             pair = _text(pair, path, line) if pair is not None else None
-            examples.append(Example(_field(record, text_column, path, line),
-                                    _check_label(record[label_column], label_column, path, line), pair, line))
+            label = record[label_column]
+            label = _label_set(label, label_column, path, line) if isinstance(label, list) else \
+                _check_label(label, label_column, path, line)
+            examples.append(Example(_field(record, text_column, path, line), label, pair, line))
         if not examples:
             raise DataError(f"{path}: the list of examples is empty; expected at least one")
+        _check_not_mixed(examples, path)
         return examples
 
     # newlines=True: a quoted field spanning lines of a CRLF file gets "\n" like any other.
@@ -236,9 +262,12 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
             if len(row) != len(header):
                 raise DataError(f"{path}:{line}: row has {len(row)} fields but the header has {len(header)}; "
                                 "quote fields that contain the delimiter")
-            label = _check_label(row[lab].strip(), label_column, path, line)
+            if label_sep is not None:
+                label = _label_set([x for x in row[lab].split(label_sep) if x.strip()], label_column, path, line)
+            else:
+                label = _csv_label(_check_label(row[lab].strip(), label_column, path, line))
             pair = row[p] if p is not None else ""
-            examples.append(Example(row[t], _csv_label(label), pair or None, line))
+            examples.append(Example(row[t], label, pair or None, line))
     except csv.Error as e:
         if "field limit" in str(e):
             raise DataError(f"{path}:{end + 1}: a field longer than the {MAX_TEXT_CHARS:,} characters the readers "
@@ -261,12 +290,19 @@ def _label_sort_key(name: str) -> tuple:
         return (1, 0.0, name)
 
 
+def label_names(example: Example) -> tuple[str, ...]:
+    """The label names of an example: one, or a multi-label example's set."""
+    return example.label if isinstance(example.label, tuple) else (str(example.label),)
+
+
 def build_label_map(examples: Sequence[Example]) -> dict[str, int]:
-    """label name -> class id over the training examples: numbers in numeric order, then strings sorted.
+    """label name -> class id over the training examples (every label of a multi-label example):
+    numbers in numeric order, then strings sorted.
 
     Keys are strings because config.json's label2id has string keys; the sort makes ids stable
     whatever the file order."""
-    return {name: i for i, name in enumerate(sorted({str(e.label) for e in examples}, key=_label_sort_key))}
+    names = {name for e in examples for name in label_names(e)}
+    return {name: i for i, name in enumerate(sorted(names, key=_label_sort_key))}
 
 
 def check_labels(examples: Sequence[Example], path: str | Path) -> None:
@@ -274,7 +310,7 @@ def check_labels(examples: Sequence[Example], path: str | Path) -> None:
     more than MAX_LABELS distinct labels, and more than half of the examples with a label no other has.
 
     No option turns it off: a class seen once can neither be learned nor evaluated."""
-    counts = Counter(str(e.label) for e in examples)
+    counts = Counter(name for e in examples for name in label_names(e))
     once = sum(1 for c in counts.values() if c == 1)
     if len(counts) > MAX_LABELS and 2 * once > len(examples):
         raise DataError(f"{path}: {len(counts):,} distinct labels in {len(examples):,} examples, {once:,} of them "
@@ -285,15 +321,63 @@ def encode_labels(examples: Sequence[Example], label2id: dict[str, int], path: s
     """Class ids of `examples` (read from `path`); a label absent from label2id is an error."""
     ids = []
     for e in examples:
-        if str(e.label) not in label2id:
-            known = ", ".join(map(repr, label2id))
-            raise DataError(f"{path}:{e.line}: label {e.label!r} does not occur in the training data (labels: "
-                            f"{known}); fix the label or add training examples with it")
+        _check_known(str(e.label), label2id, path, e.line)
         ids.append(label2id[str(e.label)])
     return ids
+
+
+def encode_label_sets(examples: Sequence[Example], label2id: dict[str, int], path: str | Path) -> list[list[float]]:
+    """Multi-hot rows (num_labels,) of `examples`, 1.0 for each of its labels; a single label counts
+    as a set of one. A label absent from label2id is an error."""
+    rows = []
+    for e in examples:
+        row = [0.0] * len(label2id)
+        for name in label_names(e):
+            _check_known(name, label2id, path, e.line)
+            row[label2id[name]] = 1.0
+        rows.append(row)
+    return rows
+
+
+def _check_known(name: str, label2id: dict[str, int], path: str | Path, line: int) -> None:
+    if name not in label2id:
+        known = ", ".join(map(repr, label2id))
+        raise DataError(f"{path}:{line}: label {name!r} does not occur in the training data (labels: "
+                        f"{known}); fix the label or add training examples with it")
+
+
+def is_multi_label(examples: Sequence[Example]) -> bool:
+    """True when the labels are lists (read_labelled makes a file all lists or none)."""
+    return isinstance(examples[0].label, tuple)
 
 
 def is_regression(examples: Sequence[Example]) -> bool:
     """True when labels are numbers and at least one is fractional: a regression target, not classes."""
     labels = [e.label for e in examples]
     return all(isinstance(x, (int, float)) for x in labels) and any(isinstance(x, float) for x in labels)
+
+
+def class_weights(spec: str, class_ids: Sequence[int], label2id: dict[str, int]) -> list[float]:
+    """Per-class weights (num_labels,) for the cross-entropy, from --class-weights `spec`.
+
+    "auto": inverse frequency over the training labels `class_ids`, w_c = N / (K * n_c) for N examples,
+    K classes and n_c examples of class c, so the mean weight over the examples is 1. Otherwise the path
+    of a JSON object {label: weight}; a label the file leaves out weighs 1.0."""
+    if spec == "auto":
+        counts = Counter(class_ids)
+        return [len(class_ids) / (len(label2id) * counts[i]) for i in range(len(label2id))]
+    path = Path(spec)
+    if not path.is_file():
+        raise DataError(f"{path}: class-weights file not found; give a JSON file {{label: weight}}, or auto")
+    given = read_json(path, error=DataError)
+    if not isinstance(given, dict):
+        raise DataError(f"{path}: expected a JSON object {{label: weight}}, got {_json_type(given)}")
+    weights = [1.0] * len(label2id)
+    for name, w in given.items():
+        if name not in label2id:
+            raise DataError(f"{path}: label {name!r} does not occur in the training labels ({', '.join(label2id)}); "
+                            "fix the name or remove it")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+            raise DataError(f"{path}: the weight of {name!r} is {json.dumps(w)}; give a positive number")
+        weights[label2id[name]] = float(w)
+    return weights
