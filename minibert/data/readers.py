@@ -3,7 +3,9 @@
     read_texts(path)      MLM corpora: .txt (one text per line), .json (a list of strings, or of objects
                           with a "text" field), .jsonl (one object with "text" per line).
     read_labelled(path)   classification: .json/.jsonl objects with "text", "label" (and optional
-                          "text_pair"), or .csv/.tsv with a header naming those columns.
+                          "text_pair"), or .csv/.tsv with a header naming those columns; with
+                          label_required=False (texts to predict) the label may be absent, and a
+                          .json/.jsonl record may be a plain string.
 
 Malformed input raises DataError, whose message starts with "file:line:" and says what to fix.
 Blank lines (and empty texts) are skipped; nothing else is dropped. Files are UTF-8, with or without
@@ -150,7 +152,7 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
 @dataclass
 class Example:
     text: str
-    label: str | int | float
+    label: str | int | float | None  # None: no label (texts to predict, read with label_required=False)
     text_pair: str | None
     line: int  # where the example starts in its file, for error messages
 
@@ -180,16 +182,19 @@ def _check_label(value: object, key: str, path: Path, line: int) -> str | int | 
 
 
 def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label",
-                  pair_column: str = "text_pair") -> list[Example]:
+                  pair_column: str = "text_pair", label_required: bool = True) -> list[Example]:
     """Labelled examples from .json/.jsonl (objects) or .csv/.tsv (header row names the columns)."""
     path = Path(path)
     examples = []
     if path.suffix.lower() in (".json", ".jsonl"):
         for line, record in _json_records(path, LABELLED_SUFFIXES):
+            if isinstance(record, str) and not label_required:
+                examples.append(Example(_text(record, path, line), None, None, line))
+                continue
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{line}: expected an object with {text_column!r} and "
                                 f"{label_column!r} fields, got {_json_type(record)}")
-            if label_column not in record:
+            if label_column not in record and label_required:
                 have = ", ".join(map(repr, record)) or "none"
                 raise DataError(f"{path}:{line}: object has no {label_column!r} field (fields: {have}); "
                                 "every training and evaluation example needs a label")
@@ -197,8 +202,8 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
             if pair is not None and not isinstance(pair, str):
                 raise DataError(f"{path}:{line}: field {pair_column!r} is {_json_type(pair)}, expected a string")
             pair = _text(pair, path, line) if pair is not None else None
-            examples.append(Example(_field(record, text_column, path, line),
-                                    _check_label(record[label_column], label_column, path, line), pair, line))
+            label = _check_label(record[label_column], label_column, path, line) if label_column in record else None
+            examples.append(Example(_field(record, text_column, path, line), label, pair, line))
         if not examples:
             raise DataError(f"{path}: the list of examples is empty; expected at least one")
         return examples
@@ -224,21 +229,24 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
                 continue
             if header is None:
                 header = [cell.strip() for cell in row]
-                missing = [c for c in (text_column, label_column) if c not in header]
+                missing = [c for c in (text_column, label_column) if c not in header
+                           and (c == text_column or label_required)]
                 if missing:
                     hint = "; the file looks tab-separated, name it .tsv" if not tsv and "\t" in row[0] else ""
                     raise DataError(f"{path}:{line}: header has no column {missing[0]!r} (columns: "
                                     f"{', '.join(map(repr, header))}); rename the header or choose the "
                                     f"column names in the options{hint}")
-                t, lab = header.index(text_column), header.index(label_column)
+                t = header.index(text_column)
+                lab = header.index(label_column) if label_column in header else None
                 p = header.index(pair_column) if pair_column in header else None
                 continue
             if len(row) != len(header):
                 raise DataError(f"{path}:{line}: row has {len(row)} fields but the header has {len(header)}; "
                                 "quote fields that contain the delimiter")
-            label = _check_label(row[lab].strip(), label_column, path, line)
+            label = None if lab is None or (not label_required and not row[lab].strip()) else \
+                _csv_label(_check_label(row[lab].strip(), label_column, path, line))
             pair = row[p] if p is not None else ""
-            examples.append(Example(row[t], _csv_label(label), pair or None, line))
+            examples.append(Example(row[t], label, pair or None, line))
     except csv.Error as e:
         if "field limit" in str(e):
             raise DataError(f"{path}:{end + 1}: a field longer than the {MAX_TEXT_CHARS:,} characters the readers "
