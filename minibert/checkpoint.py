@@ -3,7 +3,8 @@
 A folder holds `config.json`, the weights (`model.safetensors`, a sharded
 `model.safetensors.index.json`, or `pytorch_model.bin`), and the tokenizer files. Names are
 translated by one table; every key of a checkpoint is accounted for: consumed, dropped on
-purpose, or reported.
+purpose, or reported. `find_model` turns a Hugging Face name into its snapshot in the local
+Hugging Face cache (never the network).
 
 Generic over model classes: a class is built as `cls(config)`, saved under its own name in
 `architectures`, and says by its `key_prefix` attribute how its parameter names relate to the
@@ -320,9 +321,9 @@ def find_model(name: str | Path) -> Path:
     if found:
         return max(found, key=lambda d: d.stat().st_mtime)
     raise FileNotFoundError(
-        f"{name}: model folder not found, nor in the Hugging Face cache ({repo}); pass a model folder, or "
-        f"on a machine with network run `huggingface-cli download {name}` and copy its cache folder here "
-        f"(set HF_HUB_CACHE or HF_HOME to where it is)")
+        f"{name}: model folder not found, and no Hugging Face model of that name in the cache ({repo}); pass a "
+        f"model folder, or for a Hub model run `huggingface-cli download {name}` on a machine with network and "
+        f"copy its cache here (HF_HUB_CACHE or HF_HOME say where it is)")
 
 
 def load_config(folder: str | Path, **overrides) -> BertConfig:

@@ -4,6 +4,11 @@ Both are thin layers over the library: parse flags, build the pieces, print what
 flags are made from the fields of TrainConfig and of the task dataclasses (tasks.py), so a setting
 is declared once, with its help text; the task object then reads the data and builds the batches.
 Every expected failure (bad file, bad folder, bad flag) is one line on stderr and exit status 2.
+train.py ends by writing a model card (README.md) into --output; predict.py reads texts from the
+command line and --file (any reader format) and prints them, or writes them to --output
+(.jsonl/.csv) through a temporary file renamed at the end. --model takes a folder or a name in the
+local Hugging Face cache. The default jobs use the repository's models/, vocab/ and examples/, which
+a `pip install .` lacks: then the error names the flags to pass instead.
 """
 
 from __future__ import annotations
@@ -621,7 +626,7 @@ def _read_inputs(args, task: str) -> list:
     if task == "mlm" and paired is not None:
         raise UsageError(f"{path}:{paired.line}: a text pair ({args.pair_column!r}) for a fill-mask model, which "
                          "reads one text; drop the column, or name another with --pair-column")
-    return items + [e for e in found if e.text.strip()]
+    return items + found
 
 
 class PredictionWriter:

@@ -1,7 +1,13 @@
 """Inference: fill-mask and text classification, for `predict.py` and for Python users.
 
     from minibert import FillMask
-    print(FillMask.from_pretrained("models/zh-small")("三国人物诸葛[MASK]"))
+    fill = FillMask.from_pretrained("models/zh-small")
+    print(fill("三国人物诸葛[MASK]"))
+    print(fill("我们要发展[MASK][MASK]。", targets=["经济", "政治"])[0].ranking)   # words, by PLL
+    print(fill("[MASK][MASK]是蜀汉丞相", beam=5)[0].filled)                      # beam search fill
+
+`from_pretrained` takes a folder or a Hugging Face name in the local cache (checkpoint.find_model).
+`stream` gives the results a batch at a time, for writing them out as they come.
 """
 
 from __future__ import annotations

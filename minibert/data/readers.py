@@ -202,7 +202,9 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
             if pair is not None and not isinstance(pair, str):
                 raise DataError(f"{path}:{line}: field {pair_column!r} is {_json_type(pair)}, expected a string")
             pair = _text(pair, path, line) if pair is not None else None
-            label = _check_label(record[label_column], label_column, path, line) if label_column in record else None
+            label = record.get(label_column)
+            if label is not None or label_required:
+                label = _check_label(label, label_column, path, line)
             examples.append(Example(_field(record, text_column, path, line), label, pair, line))
         if not examples:
             raise DataError(f"{path}: the list of examples is empty; expected at least one")
