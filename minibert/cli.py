@@ -4,6 +4,11 @@ Both are thin layers over the library: parse flags, build the pieces, print what
 flags are made from the fields of TrainConfig and of the task dataclasses (tasks.py), so a setting
 is declared once, with its help text; the task object then reads the data and builds the batches.
 Every expected failure (bad file, bad folder, bad flag) is one line on stderr and exit status 2.
+train.py ends by writing a model card (README.md) into --output; predict.py reads texts from the
+command line and --file (any reader format) and prints them, or writes them to --output
+(.jsonl/.csv) through a temporary file renamed at the end. --model takes a folder or a name in the
+local Hugging Face cache. The default jobs use the repository's models/, vocab/ and examples/, which
+a `pip install .` lacks: then the error names the flags to pass instead.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from .files import read_lines
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "models" / "zh-small"
 DEMO_TRAIN = ROOT / "examples" / "three_kingdoms.json"
+SHIPPED_VOCAB = ROOT / "vocab" / "zh.txt"
+MODEL_CARD = "README.md"  # written to --output at the end of training
 DEMO_OUTPUT = Path("output") / "three_kingdoms"
 DEMO_QUERY = "三国人物诸葛[MASK]"
 # Defaults that depend on the job; README "Fine-tuning defaults" says why these values.
@@ -178,7 +185,9 @@ def train_parser() -> argparse.ArgumentParser:
                    help="mlm: masked-language-model (fill-mask) training; classify: sequence classification "
                         "(default: %(default)s)")
     g.add_argument("--model", type=Path, default=None,
-                   help=f"Hugging Face BERT folder or minibert output to start from (default: {SHIPPED_MODEL.name} "
+                   help=f"Hugging Face BERT folder or minibert output to start from, or a Hugging Face name "
+                        f"(ORG/NAME) found in the local Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub or "
+                        f"~/.cache/huggingface/hub; nothing is downloaded) (default: {SHIPPED_MODEL.name} "
                         "shipped in models/, unless --config is given)")
     g.add_argument("--config", default=None,
                    help="train from scratch: a config.json or a preset name (tiny, zh-small, bert-base); "
@@ -252,7 +261,12 @@ def _resolve_job(args) -> None:
     if args.model is not None and args.config is not None:
         raise UsageError("give either --model (fine-tune) or --config (train from scratch), not both")
     if args.config is not None and args.vocab is None:
-        args.vocab = ROOT / "vocab" / "zh.txt"
+        args.vocab = SHIPPED_VOCAB
+    _check_shipped(args)
+    if args.model is not None:
+        from .checkpoint import find_model
+
+        args.model = find_model(args.model)
     if args.epochs is None:
         args.epochs = DEMO_EPOCHS if default_job else TrainConfig.epochs
     mlm_finetune = args.task == "mlm" and args.config is None
@@ -278,6 +292,17 @@ def _resolve_job(args) -> None:
     if args.pack and (args.task != "mlm" or args.group_texts):
         raise UsageError("--pack is for --task mlm with one example per line; --group-texts blocks are full "
                          "already")
+
+
+def _check_shipped(args) -> None:
+    """The files of the repository that the job's defaults use: a `pip install .` has the package only."""
+    for path, used, instead in ((SHIPPED_MODEL, args.model == SHIPPED_MODEL, "--model DIR and --train FILE"),
+                                (DEMO_TRAIN, args.train == DEMO_TRAIN, "--model DIR and --train FILE"),
+                                (SHIPPED_VOCAB, args.vocab == SHIPPED_VOCAB, "--vocab FILE")):
+        if used and not path.exists():
+            raise UsageError(f"{path} is not installed (minibert was installed without its repository's models/, "
+                             f"vocab/ and examples/, as `pip install .` does); pass {instead}, or install from a "
+                             f"clone with `pip install -e .`")
 
 
 def _check_output(args) -> None:
@@ -436,10 +461,54 @@ def _train(args, rank: int, world: int) -> int:
         print(f"saved the model to {args.output} after {summary['steps']} steps in {summary['seconds']:.1f}s "
               f"({summary['tokens_per_s']:.0f} tokens/s)")
         if summary["eval"]:
-            print("final eval: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                             for k, v in summary["eval"].items()
-                                             if k not in ("step", "tokens") and not isinstance(v, dict)))
+            print("final eval: " + _show_metrics(summary["eval"]))
+        _write_model_card(args, source, data, n_tokens, summary, eff, max_length)
     return 0
+
+
+def _show_metrics(metrics: dict) -> str:
+    return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                     for k, v in metrics.items() if k not in ("step", "tokens") and not isinstance(v, dict))
+
+
+def _write_model_card(args, source: str, data, n_tokens: int, summary: dict, batch: int, max_length: int) -> None:
+    """A short README.md in --output: where the model comes from, what it was trained on, how it
+    scored and how to run it; written to a temporary file and renamed into place."""
+    out = Path(args.output)
+    classify = args.task == "classify"
+    labels = data.config.id2label or {}
+    size = args.train.stat().st_size
+    evaluation = f"`{args.eval}`" if args.eval else f"{args.eval_split:g} of the training file" if args.eval_split \
+        else "none"
+    example = '"a text to classify"' if classify else f'"{DEMO_QUERY}"'
+    task = "fill-mask" if not classify else "regression" if not labels else \
+        f"{len(labels)} labels: {', '.join(str(labels[i]) for i in sorted(labels))}"
+    lines = [
+        "---", "library_name: minibert", f"pipeline_tag: {'text-classification' if classify else 'fill-mask'}",
+        "---", "", f"# {out.name}", "",
+        "Trained with minibert's `train.py`; a Hugging Face BERT folder (`transformers` loads it too).", "",
+        "| | |", "|---|---|",
+        f"| base model | {source} |",
+        f"| task | {args.task} ({task}) |",
+        f"| training data | `{args.train}`: {size:,} bytes, {len(data.train):,} examples, {n_tokens:,} tokens |",
+        f"| evaluation data | {evaluation}" + (f", {len(data.eval):,} examples" if data.eval else "") + " |",
+        f"| training | {summary['steps']:,} steps, batch {batch}, lr {args.lr:g}, max length {max_length}, "
+        f"{summary['seconds']:.0f} s |",
+        f"| final metrics | {_show_metrics(summary['eval']) if summary['eval'] else 'no evaluation'} |",
+        "", "Every setting of the run: `train_args.json`; the metrics at each evaluation: `metrics.jsonl`.", "",
+        "## Predict", "", "```sh",
+        f"python predict.py --model {out} {example}",
+        f"python predict.py --model {out} --file texts.jsonl --output predictions.jsonl",
+        *([f"python predict.py --model {out} --eval {args.eval}"] if args.eval else []),
+        "```", "",
+    ]
+    tmp = out / (MODEL_CARD + ".tmp")
+    try:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out / MODEL_CARD)
 
 
 def _write_train_args(args, task, tcfg) -> None:
@@ -461,9 +530,16 @@ PREDICT_EPILOG = """examples:
   python predict.py                                    # the latest fine-tuned model on 三国人物诸葛[MASK]
   python predict.py --model output/three_kingdoms "三国人物诸葛[MASK]"
   python predict.py --model DIR --targets 亮,涛 "三国人物诸葛[MASK]"
+  python predict.py --model DIR --targets 诸葛亮,诸葛涛 "三国人物[MASK][MASK][MASK]"   # words, ranked by PLL
+  python predict.py --model DIR --beam 5 "[MASK][MASK]是蜀汉丞相"
   python predict.py --model out/clf --all "这家酒店很干净"
+  python predict.py --model out/clf --file test.csv --pair-column question --output preds.csv
   python predict.py --model out/clf --eval test.jsonl
+  python predict.py --model google-bert/bert-base-chinese "[MASK]国"   # from the Hugging Face cache, offline
 """
+OUTPUT_SUFFIXES = (".jsonl", ".csv")
+INPUT_SUFFIXES = (".txt", ".jsonl", ".json", ".csv", ".tsv")
+FEW_TEXTS = 100  # no progress bar for this many texts or fewer
 
 
 def predict_parser() -> argparse.ArgumentParser:
@@ -472,10 +548,20 @@ def predict_parser() -> argparse.ArgumentParser:
         description="Fill in [MASK] tokens, or classify texts, with a trained model.")
     p.add_argument("texts", nargs="*", help="texts to predict (fill-mask: each with at least one [MASK])")
     p.add_argument("--model", type=Path, default=None,
-                   help=f"model folder (default: the newest model under output/, else models/{SHIPPED_MODEL.name})")
+                   help=f"model folder, or a Hugging Face name (ORG/NAME) found in the local Hugging Face cache "
+                        f"($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub; nothing is downloaded) "
+                        f"(default: the newest model under output/, else models/{SHIPPED_MODEL.name})")
     p.add_argument("--task", choices=["fill-mask", "mlm", "classify"], default=None,
                    help="default: read from the model's config.json")
-    p.add_argument("--file", type=Path, default=None, help="more texts, one per line")
+    p.add_argument("--file", type=Path, default=None,
+                   help="more texts: .txt, one per line; or .jsonl/.json/.csv/.tsv with the --text-column "
+                        "(and --pair-column) fields; a --label-column, where present, is written as gold")
+    p.add_argument("--output", type=Path, default=None, metavar="PREDS",
+                   help="write one record per text to PREDS, .jsonl or .csv: the text (and pair), the "
+                        "prediction, its score and probabilities (classify) or the top candidates (fill-mask), "
+                        "the gold label when the file has one; replaced only once every prediction is written")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help=f"do not show a progress bar on stderr (shown for more than {FEW_TEXTS} texts)")
     p.add_argument("--eval", type=Path, default=None,
                    help="classify: a labelled file (.jsonl/.json/.csv/.tsv), prints accuracy and macro-F1; "
                         "fill-mask: a text file (.txt/.json/.jsonl), masks --mlm-probability of its tokens with a "
@@ -486,17 +572,31 @@ def predict_parser() -> argparse.ArgumentParser:
                    help="fill-mask --eval: mask whole space-separated words (segmented text)")
     p.add_argument("--seed", type=int, default=0, help="fill-mask --eval: masking seed (default: %(default)s)")
     p.add_argument("--top-k", type=int, default=5, help="fill-mask: candidates per [MASK] (default: %(default)s)")
-    p.add_argument("--targets", default=None, help="fill-mask: comma-separated tokens to score at each [MASK]")
+    p.add_argument("--targets", default=None,
+                   help="fill-mask: comma-separated candidates. A single token is scored at each [MASK] by its "
+                        "probability; a word of several tokens fills a run of as many consecutive [MASK]s, and "
+                        "the candidates are ranked by pseudo-log-likelihood (PLL: with the word filled in, mask "
+                        "each of its tokens in turn and sum the log-probabilities of the word's tokens; 0 is "
+                        "certain, lower is less likely)")
+    p.add_argument("--beam", type=int, default=1, metavar="N",
+                   help="fill-mask: fill several [MASK]s by a left-to-right beam search keeping the N best partial "
+                        "fills, each scored by its chain log-probability (the sum, mask by mask, of the chosen "
+                        "token's log-probability with the later masks still [MASK]); 1 is greedy "
+                        "(default: %(default)s)")
     p.add_argument("--all", action="store_true", help="classify: print every label's probability")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="multi-label: predict the labels whose probability is above this (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="one JSON object per text on stdout")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument("--text-column", default="text", help="--eval text field/column (default: %(default)s)")
-    p.add_argument("--label-column", default="label", help="--eval label field/column (default: %(default)s)")
+    p.add_argument("--text-column", default="text",
+                   help="--file/--eval text field/column (default: %(default)s)")
+    p.add_argument("--pair-column", default="text_pair",
+                   help="--file/--eval second-text field/column of a pair, used where present (default: %(default)s)")
+    p.add_argument("--label-column", default="label",
+                   help="--eval label field/column, and the gold label of --file (default: %(default)s)")
     p.add_argument("--label-sep", default=None, metavar="SEP",
-                   help="--eval CSV/TSV of a multi-label model: labels in a cell separated by SEP")
+                   help="--eval/--file CSV/TSV of a multi-label model: labels in a cell separated by SEP")
     return p
 
 
@@ -506,6 +606,9 @@ def default_model() -> Path:
              if "checkpoint-" not in str(p) and p.parent.name != "best"]
     if found:
         return max(found, key=lambda d: (d / "config.json").stat().st_mtime)
+    if not SHIPPED_MODEL.is_dir():
+        raise UsageError(f"no model under output/, and the shipped model ({SHIPPED_MODEL}) is not installed "
+                         "(minibert was installed without its repository files); pass --model DIR")
     return SHIPPED_MODEL
 
 
@@ -518,26 +621,183 @@ def _read_lines(path: Path) -> list[str]:
     return [line.strip() for _, line in read_lines(path, DataError, MAX_TEXT_CHARS, "a text") if line.strip()]
 
 
+def _read_inputs(args, task: str) -> list:
+    """The texts to predict: the command line's, then --file's, as readers.Example (label: the gold, or None)."""
+    from .data.readers import Example, read_labelled
+
+    items = [Example(t, None, None, 0) for t in args.texts]
+    path = args.file
+    if path is None:
+        return items
+    suffix = path.suffix.lower()
+    if suffix not in INPUT_SUFFIXES:
+        raise UsageError(f"--file {path}: unknown extension {path.suffix!r}; use .txt (one text per line), "
+                         ".jsonl, .json, .csv or .tsv")
+    if suffix == ".txt":
+        return items + [Example(t, None, None, n) for n, t in enumerate(_read_lines(path), start=1)]
+    found = read_labelled(path, text_column=args.text_column, label_column=args.label_column,
+                          pair_column=args.pair_column, label_sep=args.label_sep, label_required=False)
+    paired = next((e for e in found if e.text_pair), None)
+    if task == "mlm" and paired is not None:
+        raise UsageError(f"{path}:{paired.line}: a text pair ({args.pair_column!r}) for a fill-mask model, which "
+                         "reads one text; drop the column, or name another with --pair-column")
+    return items + found
+
+
+class PredictionWriter:
+    """--output: records written to a temporary file next to PREDS, renamed to PREDS once all are
+    written, so that a failed run leaves neither half a file nor a changed one."""
+
+    def __init__(self, path: Path, columns: list[str], csv_row=None):
+        import csv
+
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.file = open(self.tmp, "w", encoding="utf-8", newline="")
+        self.csv = csv.DictWriter(self.file, columns, extrasaction="ignore") if path.suffix.lower() == ".csv" \
+            else None
+        self.csv_row = csv_row
+        if self.csv:
+            self.csv.writeheader()
+
+    def write(self, record: dict) -> None:
+        if self.csv:
+            self.csv.writerow(self.csv_row(record))
+        else:
+            self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def close(self, ok: bool) -> None:
+        self.file.close()
+        if ok:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def _emit(args, items: list, batches, show, record, columns: list[str], csv_row) -> None:
+    """Print (stdout) or write (--output) each result as its batch comes, with a progress bar on stderr."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(items), unit="text", file=sys.stderr, dynamic_ncols=True,
+               disable=not args.progress or len(items) <= FEW_TEXTS)
+    writer = PredictionWriter(args.output, columns, csv_row) if args.output else None
+    done, ok = 0, False
+    try:
+        for results in batches:
+            lines = []
+            for e, r in zip(items[done:done + len(results)], results):
+                if writer:
+                    writer.write(record(e, r))
+                elif args.json:
+                    lines.append(json.dumps(dataclasses.asdict(r), ensure_ascii=False))
+                else:
+                    lines.append(show(e, r))
+            if lines:
+                tqdm.write("\n".join(lines), file=sys.stdout)  # above the bar, not through it
+            done += len(results)
+            bar.update(len(results))
+        ok = True
+    finally:
+        bar.close()
+        if writer:
+            writer.close(ok)
+    if writer:
+        print(f"wrote {done} predictions to {args.output}")
+
+
+def _with_inputs(e, fields: dict) -> dict:
+    """An --output record: the text (and pair), the prediction's fields, the gold label when known."""
+    record = {"text": e.text, **({"text_pair": e.text_pair} if e.text_pair else {}), **fields}
+    return {**record, "gold": e.label} if e.label is not None else record
+
+
+def _gold_column(items: list) -> list[str]:
+    return ["gold"] if any(e.label is not None for e in items) else []
+
+
+def _fill_record(e, r) -> dict:
+    best = r.ranking[0] if r.ranking else None
+    fields = {"prediction": best.target if best else r.filled, "score": best.score if best else r.fill_score,
+              "filled": r.filled, "fill_score": r.fill_score,
+              "candidates": [[dataclasses.asdict(c) for c in m.candidates] for m in r.masks]}
+    if r.ranking:
+        fields["ranking"] = [dataclasses.asdict(t) for t in r.ranking]
+    if r.targets:
+        fields["target_probabilities"] = r.targets
+    return _with_inputs(e, fields)
+
+
+def _fill_csv_row(record: dict) -> dict:
+    """A fill-mask record as CSV cells: candidates "token score ..." per [MASK], separated by " | "."""
+    row = dict(record)
+    row["candidates"] = " | ".join("  ".join(f"{c['token']} {c['score']:.4f}" for c in mask)
+                                   for mask in record["candidates"])
+    if "ranking" in record:
+        row["ranking"] = "  ".join(f"{t['target']} {t['score']:.4f}" for t in record["ranking"])
+    if "target_probabilities" in record:
+        row["target_probabilities"] = " | ".join("  ".join(f"{t} {p:.4f}" for t, p in mask.items())
+                                                 for mask in record["target_probabilities"])
+    return row
+
+
+def _show_fill(e, r) -> str:
+    lines = [r.text]
+    for m in r.masks:
+        label = f"  [MASK] {m.index + 1}:" if len(r.masks) > 1 else "  top:"
+        lines.append(label + "  " + "   ".join(f"{c.token} {c.score:.4f}" for c in m.candidates))
+        if r.targets:
+            lines.append("  targets:  " + "   ".join(f"{t} {p:.4f}" for t, p in r.targets[m.index].items()))
+    if r.ranking and not r.targets:
+        lines.append("  targets by PLL (sum of log-probabilities):  "
+                     + "   ".join(f"{t.target} {t.score:.4f}" for t in r.ranking))
+    return "\n".join(lines + [f"  filled: {r.filled}"])
+
+
+def _show_fill_beam(e, r) -> str:
+    return _show_fill(e, r) + f"   (chain log-probability {r.fill_score:.4f})"
+
+
+def _classify_record(e, r) -> dict:
+    if not hasattr(r, "scores"):  # regression
+        return _with_inputs(e, {"prediction": r.value})
+    if hasattr(r, "labels"):  # multi-label: the predicted set, most probable first
+        return _with_inputs(e, {"prediction": list(r.labels), "probabilities": r.scores})
+    return _with_inputs(e, {"prediction": r.label, "score": r.score, "probabilities": r.scores})
+
+
+def _classify_csv_row(record: dict) -> dict:
+    """CSV cells: one prob_LABEL column per label; a multi-label set (and gold set) joined by "|"."""
+    row = {k: "|".join(v) if isinstance(v, (list, tuple)) else v for k, v in record.items()
+           if k != "probabilities"}
+    return {**row, **{f"prob_{k}": v for k, v in record.get("probabilities", {}).items()}}
+
+
 def predict_command(argv: list[str] | None) -> int:
     args = predict_parser().parse_args(argv)
     _show_warnings()
-    from .checkpoint import load_config
+    from .checkpoint import find_model, load_config
     from .pipelines import FillMask, TextClassifier
     from .runtime import resolve_device
     from .tasks import saved_task
 
-    model_dir = args.model or default_model()
+    if args.output is not None and args.output.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UsageError(f"--output {args.output}: unknown extension {args.output.suffix!r}; use .jsonl (one JSON "
+                         "object per line) or .csv")
+    model_dir = find_model(args.model) if args.model else default_model()
     cfg = load_config(model_dir)
     saved = saved_task(cfg).name
     task = {"fill-mask": "mlm"}.get(args.task, args.task) or saved
     if task == "classify" and saved != "classify":
         raise UsageError(f"{model_dir} is not a classification model (config.json: "
                          f"{(cfg.architectures or ['?'])[0]}); train one with --task classify")
-    texts = list(args.texts) + (_read_lines(args.file) if args.file else [])
     if args.top_k < 1:
         raise UsageError("--top-k must be at least 1")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    if args.beam < 1:
+        raise UsageError(f"--beam {args.beam}: must be at least 1")
+    items = _read_inputs(args, task)
     resolve_device(args.device)
 
     if task == "mlm" and args.eval:
@@ -547,27 +807,23 @@ def predict_command(argv: list[str] | None) -> int:
         else:
             print(f"{args.eval}: {metrics['masked_tokens']} masked tokens, accuracy {metrics['accuracy']:.4f}, "
                   f"perplexity {metrics['perplexity']:.2f}")
-        if not texts:
+        if not items:
             return 0
     if task == "mlm":
-        if not texts:
-            texts = [DEMO_QUERY]
+        from .data.readers import Example
+
+        if not items:
+            items = [Example(DEMO_QUERY, None, None, 0)]
         pipe = FillMask.from_pretrained(model_dir, device=args.device)
         targets = [t for t in args.targets.split(",") if t.strip()] if args.targets else None
-        results = pipe(texts, top_k=args.top_k, targets=targets, batch_size=args.batch_size)
-        if not args.json:
+        batches = pipe.stream([e.text for e in items], top_k=args.top_k, targets=targets,
+                              batch_size=args.batch_size, beam=args.beam)
+        if not args.json and not args.output:
             print(f"model: {model_dir}")
-        for r in results:
-            if args.json:
-                print(json.dumps(dataclasses.asdict(r), ensure_ascii=False))
-                continue
-            print(r.text)
-            for m in r.masks:
-                label = f"  [MASK] {m.index + 1}:" if len(r.masks) > 1 else "  top:"
-                print(label + "  " + "   ".join(f"{c.token} {c.score:.4f}" for c in m.candidates))
-                if r.targets:
-                    print("  targets:  " + "   ".join(f"{t} {p:.4f}" for t, p in r.targets[m.index].items()))
-            print(f"  filled: {r.filled}")
+        columns = ["text", "prediction", "score", "filled", "fill_score", "candidates"] \
+            + (["ranking", "target_probabilities"] if targets else []) + _gold_column(items)
+        _emit(args, items, batches, _show_fill_beam if args.beam > 1 else _show_fill, _fill_record, columns,
+              _fill_csv_row)
         return 0
 
     pipe = TextClassifier.from_pretrained(model_dir, device=args.device)
@@ -585,21 +841,32 @@ def predict_command(argv: list[str] | None) -> int:
         else:
             print(f"{args.eval}: {metrics['examples']} examples, accuracy {metrics['accuracy']:.4f}, "
                   f"macro-F1 {metrics['macro_f1']:.4f}")
-        if not texts:
+        if not items:
             return 0
-    if not texts:
+    if not items:
         raise UsageError("no text to classify; give texts, --file or --eval")
-    for r in pipe(texts, batch_size=args.batch_size, threshold=args.threshold):
-        if args.json:
-            print(json.dumps(dataclasses.asdict(r), ensure_ascii=False))
-        elif not hasattr(r, "scores"):  # regression: the value, not a label
-            print(f"{r.value:.4f}\t{r.text}")
-        elif args.all:
-            print(r.text + "\n  " + "   ".join(f"{k} {v:.4f}" for k, v in r.scores.items()))
-        elif hasattr(r, "labels"):  # multi-label: the set above --threshold
-            print((", ".join(f"{k} {r.scores[k]:.4f}" for k in r.labels) or "(none)") + f"\t{r.text}")
-        else:
-            print(f"{r.label}\t{r.score:.4f}\t{r.text}")
+
+    def batches():
+        for s in range(0, len(items), args.batch_size):
+            chunk = items[s:s + args.batch_size]
+            pairs = [e.text_pair for e in chunk] if any(e.text_pair for e in chunk) else None
+            yield pipe([e.text for e in chunk], pairs, batch_size=args.batch_size, threshold=args.threshold)
+
+    def show(e, r) -> str:
+        text = r.text + (f"\t{e.text_pair}" if e.text_pair else "")
+        if not hasattr(r, "scores"):  # regression: the value, not a label
+            return f"{r.value:.4f}\t{text}"
+        if args.all:
+            return text + "\n  " + "   ".join(f"{k} {v:.4f}" for k, v in r.scores.items())
+        if hasattr(r, "labels"):  # multi-label: the set above --threshold
+            return (", ".join(f"{k} {r.scores[k]:.4f}" for k in r.labels) or "(none)") + f"\t{text}"
+        return f"{r.label}\t{r.score:.4f}\t{text}"
+
+    kind = pipe.problem_type
+    columns = ["text"] + (["text_pair"] if any(e.text_pair for e in items) else []) + ["prediction"] \
+        + ([] if kind in ("regression", "multi_label_classification") else ["score"]) \
+        + ([] if kind == "regression" else [f"prob_{label}" for label in pipe.labels]) + _gold_column(items)
+    _emit(args, items, batches(), show, _classify_record, columns, _classify_csv_row)
     return 0
 
 
@@ -613,7 +880,7 @@ def evaluate_classifier_file(pipe, args) -> dict:
     from .tasks import SequenceClassification
 
     examples = read_labelled(args.eval, text_column=args.text_column, label_column=args.label_column,
-                             label_sep=args.label_sep)
+                             pair_column=args.pair_column, label_sep=args.label_sep)
     SequenceClassification.check_fits(examples, pipe.problem_type, "the model's config.json", args.eval)
     label2id = {name: i for i, name in enumerate(pipe.labels)}
     pairs = [e.text_pair for e in examples] if any(e.text_pair for e in examples) else None

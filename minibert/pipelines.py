@@ -1,7 +1,13 @@
 """Inference: fill-mask and text classification, for `predict.py` and for Python users.
 
     from minibert import FillMask
-    print(FillMask.from_pretrained("models/zh-small")("三国人物诸葛[MASK]"))
+    fill = FillMask.from_pretrained("models/zh-small")
+    print(fill("三国人物诸葛[MASK]"))
+    print(fill("我们要发展[MASK][MASK]。", targets=["经济", "政治"])[0].ranking)   # words, by PLL
+    print(fill("[MASK][MASK]是蜀汉丞相", beam=5)[0].filled)                      # beam search fill
+
+`from_pretrained` takes a folder or a Hugging Face name in the local cache (checkpoint.find_model).
+`stream` gives the results a batch at a time, for writing them out as they come.
 
 TextClassifier predicts what the model's config.json problem_type says: a label with its softmax
 probability (single label), the set of labels whose sigmoid probability is above a threshold
@@ -11,12 +17,13 @@ probability (single label), the set of labels whose sigmoid probability is above
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .checkpoint import from_pretrained, load_config
+from .checkpoint import find_model, from_pretrained, load_config
 from .data.collators import pad_batch
 from .data.features import TRUNCATION_KEY, encode_examples
 from .model import BertForMaskedLM, BertForSequenceClassification
@@ -38,23 +45,48 @@ class MaskResult:
 
 
 @dataclass
+class TargetScore:
+    target: str
+    tokens: list[str]  # the target's tokens, one per [MASK] of the run it fills
+    score: float  # pseudo-log-likelihood (see FillMask): the higher, the likelier
+
+
+@dataclass
 class FillResult:
     text: str
     masks: list[MaskResult]
-    filled: str  # the text with every [MASK] filled left to right, each by the best token given the ones before
+    filled: str  # every [MASK] filled left to right: greedy, or the best of a beam search
     truncated: bool = False
-    targets: list[dict] = field(default_factory=list)  # with `targets`: per mask, {token: probability}
+    targets: list[dict] = field(default_factory=list)  # single-token targets: per mask, {token: probability}
+    ranking: list[TargetScore] = field(default_factory=list)  # targets that fill the [MASK]s, best first
+    fill_score: float = 0.0  # chain log-probability of `filled` (see FillMask)
 
 
 class FillMask:
+    """Fill [MASK] tokens: the top candidates at each, the text filled, and targets scored.
+
+    Filling several [MASK]s goes left to right: at each step the next [MASK] gets a token, the ones
+    after it still [MASK]. A fill is scored by its chain log-probability, the sum over the steps of
+    log p(token | the tokens chosen before, the later positions masked); `beam=1` takes the best token
+    at each step (greedy), `beam=N` keeps the N best partial fills. A fill never uses a special token.
+
+    Targets: a target of one token is scored at every [MASK] by its probability there. A target of
+    several tokens (a word: 诸葛亮) fills a run of as many consecutive [MASK]s, and the targets are
+    ranked by pseudo-log-likelihood (PLL, Salazar et al. 2020, "Masked Language Model Scoring"):
+    with the target filled in, mask one of its positions at a time and sum the log-probability of the
+    target's token there. A single token in a single [MASK] gets its log-probability.
+    """
+
     def __init__(self, model: BertForMaskedLM, tokenizer: Tokenizer, device: str | torch.device = "auto"):
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.max_length = model.config.max_position_embeddings
+        self._special = sorted(tokenizer.all_special_ids)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "auto") -> FillMask:
+        folder = find_model(folder)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an encoder-only checkpoint's new head is reported below
             model = from_pretrained(BertForMaskedLM, folder)
@@ -79,62 +111,143 @@ class FillMask:
         return self.tokenizer.pad(cut), truncated
 
     @torch.inference_mode()
-    def _mask_probs(self, texts: list[str], first: int = 1) -> tuple[list[torch.Tensor], list[bool]]:
-        """Per text, (n_masks, V) probabilities at its [MASK] positions, in order."""
-        batch, truncated = self._encode(texts, first)
+    def _mask_log_probs(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Per text of a padded batch, (n_masks, V) log-probabilities at its [MASK] positions, in order."""
         batch = {k: v.to(self.device) for k, v in batch.items()}
         where = batch["input_ids"] == self.tokenizer.mask_token_id  # (B, T)
         out = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], positions=where)
-        probs = out.logits.float().softmax(-1).cpu()  # (N, V), row-major over (text, position)
-        per_text = where.sum(1).tolist()
-        return list(probs.split(per_text)), truncated
+        logp = out.logits.float().log_softmax(-1).cpu()  # (N, V), row-major over (text, position)
+        return list(logp.split(where.sum(1).tolist()))
+
+    @torch.inference_mode()
+    def _log_probs_at(self, rows: list[list[int]], at: list[int], batch_size: int) -> torch.Tensor:
+        """(len(rows), V) log-probabilities at position at[i] of rows[i]: token ids of one length, one text."""
+        out = []
+        for s in range(0, len(rows), batch_size):
+            ids = torch.tensor(rows[s:s + batch_size], device=self.device)  # (b, T)
+            where = torch.stack([torch.arange(len(ids), device=self.device),
+                                 torch.tensor(at[s:s + batch_size], device=self.device)], 1)  # (b, 2)
+            logits = self.model(ids, torch.ones_like(ids), torch.zeros_like(ids), positions=where).logits
+            out.append(logits.float().log_softmax(-1).cpu())  # (b, V)
+        return torch.cat(out)
 
     def __call__(self, texts: str | list[str], top_k: int = 5, targets: list[str] | None = None,
-                 batch_size: int = 32) -> list[FillResult]:
+                 batch_size: int = 32, beam: int = 1) -> list[FillResult]:
+        return [r for batch in self.stream(texts, top_k, targets, batch_size, beam) for r in batch]
+
+    def stream(self, texts: str | list[str], top_k: int = 5, targets: list[str] | None = None,
+               batch_size: int = 32, beam: int = 1) -> Iterator[list[FillResult]]:
+        """The results a batch at a time, as they are computed (for writing them out as they come)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        target_ids = self._target_ids(targets) if targets else None
-        results = []
+        if beam < 1:
+            raise ValueError(f"beam {beam}: must be at least 1")
+        target_ids = self._target_ids(targets) if targets else {}
+        mask_id = self.tokenizer.mask_token_id
         for s in range(0, len(texts), batch_size):
             chunk = texts[s:s + batch_size]
-            probs, truncated = self._mask_probs(chunk, first=s + 1)
-            for text, p, cut in zip(chunk, probs, truncated):
+            batch, truncated = self._encode(chunk, first=s + 1)
+            results = []
+            for j, (text, logp, cut) in enumerate(zip(chunk, self._mask_log_probs(batch), truncated)):
+                ids = batch["input_ids"][j][batch["attention_mask"][j].bool()].tolist()
+                positions = [i for i, t in enumerate(ids) if t == mask_id]
+                probs = logp.exp()
                 masks = []
-                for m in range(p.size(0)):
-                    top = p[m].topk(min(top_k, p.size(1)))
+                for m in range(probs.size(0)):
+                    top = probs[m].topk(min(top_k, probs.size(1)))
                     masks.append(MaskResult(m, [Candidate(self._piece(i), float(v))
                                                 for v, i in zip(top.values.tolist(), top.indices.tolist())]))
-                scored = [{t: float(p[m, i]) for t, i in target_ids.items()} for m in range(p.size(0))] \
-                    if target_ids else []
-                filled = self._fill_greedy(text, first=masks[0].candidates[0].token) if masks else text
+                single = all(len(t) == 1 for t in target_ids.values())
+                scored = [{t: float(probs[m, i[0]]) for t, i in target_ids.items()} for m in range(probs.size(0))] \
+                    if target_ids and single else []
+                ranking = self._rank(ids, positions, target_ids, s + j + 1, batch_size) if target_ids else []
+                chosen, fill_score = self._beam_fill(ids, positions, logp[0], beam, batch_size)
+                filled = text
+                for t in chosen:
+                    filled = filled.replace(self.tokenizer.mask_token, self._piece(t), 1)
                 if cut:
-                    warnings.warn(f"text {len(results) + 1} was truncated to {self.max_length} tokens",
-                                  stacklevel=2)
-                results.append(FillResult(text, masks, filled, cut, scored))
-        return results
+                    warnings.warn(f"text {s + j + 1} was truncated to {self.max_length} tokens", stacklevel=2)
+                results.append(FillResult(text, masks, filled, cut, scored, ranking, fill_score))
+            yield results
 
-    def _fill_greedy(self, text: str, first: str) -> str:
-        """Fill the masks left to right, re-reading the text after each choice."""
+    def _rank(self, ids: list[int], positions: list[int], target_ids: dict[str, list[int]], number: int,
+              batch_size: int) -> list[TargetScore]:
+        """The targets that fill the text's [MASK]s, ranked by pseudo-log-likelihood, best first.
+
+        Targets of one token in a text of several [MASK]s are scored per mask only (no ranking); a
+        target of several tokens needs the [MASK]s in one run, one per token."""
+        n = len(positions)
+        consecutive = positions == list(range(positions[0], positions[0] + n))
+        if all(len(t) == 1 for t in target_ids.values()) and n != 1:
+            return []
         mask = self.tokenizer.mask_token
-        text = text.replace(mask, first, 1)
-        while mask in text:
-            probs, _ = self._mask_probs([text])
-            text = text.replace(mask, self._piece(int(probs[0][0].argmax())), 1)
-        return text
+        if not consecutive:
+            raise ValueError(f"text {number} has its {n} {mask}s apart; a target of several tokens fills a run of "
+                             f"consecutive {mask}s, one per token")
+        for target, tids in target_ids.items():
+            if len(tids) != n:
+                pieces = " ".join(self.tokenizer.convert_ids_to_tokens(tids))
+                raise ValueError(f"target {target!r} is {len(tids)} tokens of the model's vocabulary ({pieces}) but "
+                                 f"text {number} has {n} consecutive {mask}s; write one {mask} per token, or give "
+                                 f"targets of {n} tokens")
+        rows, at, want = [], [], []
+        for tids in target_ids.values():
+            filled = list(ids)
+            for p, t in zip(positions, tids):
+                filled[p] = t
+            for p, t in zip(positions, tids):  # mask one position of the target at a time
+                rows.append(filled[:p] + [self.tokenizer.mask_token_id] + filled[p + 1:])
+                at.append(p)
+                want.append(t)
+        logp = self._log_probs_at(rows, at, batch_size)  # (targets * n, V)
+        pll = logp[torch.arange(len(want)), torch.tensor(want)].view(len(target_ids), n).sum(1)  # (targets,)
+        ranking = [TargetScore(target, [self._piece(t) for t in tids], float(score))
+                   for (target, tids), score in zip(target_ids.items(), pll.tolist())]
+        return sorted(ranking, key=lambda r: -r.score)
+
+    def _beam_fill(self, ids: list[int], positions: list[int], first: torch.Tensor, beam: int,
+                   batch_size: int) -> tuple[list[int], float]:
+        """(token per [MASK], chain log-probability) of the best left-to-right fill that a beam of
+        `beam` partial fills finds. first: (V,) log-probabilities at the first [MASK], all masked."""
+        beams: list[tuple[list[int], float]] = [([], 0.0)]
+        for step, pos in enumerate(positions):
+            if step == 0:
+                logp = first[None]  # (1, V)
+            else:
+                rows = []
+                for chosen, _ in beams:
+                    row = list(ids)
+                    for p, t in zip(positions, chosen):
+                        row[p] = t
+                    rows.append(row)
+                logp = self._log_probs_at(rows, [pos] * len(rows), batch_size)  # (beams, V)
+            logp = logp.index_fill(1, torch.tensor(self._special), float("-inf"))
+            vocab = logp.size(1)
+            total = torch.tensor([score for _, score in beams], dtype=torch.float64)[:, None] + logp  # (beams, V)
+            top = total.flatten().topk(min(beam, len(beams) * (vocab - len(self._special))))
+            beams = [(beams[i // vocab][0] + [i % vocab], v) for v, i in zip(top.values.tolist(), top.indices.tolist())]
+        return beams[0]
 
     def _piece(self, token_id: int) -> str:
         token = self.tokenizer.convert_ids_to_tokens(token_id)
         return token[2:] if token.startswith("##") else token
 
-    def _target_ids(self, targets: list[str]) -> dict[str, int]:
+    def _target_ids(self, targets: list[str]) -> dict[str, list[int]]:
+        """target -> its token ids: a whole vocabulary entry, or else what the tokenizer makes of it."""
         vocab = self.tokenizer.get_vocab()
         ids = {}
         for t in targets:
             t = t.strip()
             key = t.lower() if self.tokenizer.do_lower_case else t
-            if key not in vocab:
-                raise ValueError(f"target {t!r} is not a single token of the model's vocabulary; "
-                                 f"give targets that are whole vocabulary entries")
-            ids[t] = vocab[key]
+            if key in vocab:
+                ids[t] = [vocab[key]]
+                continue
+            enc = self.tokenizer.encode(t)
+            pieces = [i for i, special in zip(enc.ids, enc.special_tokens_mask) if not special]
+            if not pieces or self.tokenizer.unk_token_id in pieces:
+                raise ValueError(f"target {t!r} is not made of tokens of the model's vocabulary (it reads as "
+                                 f"{' '.join(self.tokenizer.convert_ids_to_tokens(pieces)) or 'nothing'}); "
+                                 f"give targets the vocabulary can spell")
+            ids[t] = pieces
         return ids
 
 
@@ -173,6 +286,7 @@ class TextClassifier:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "auto") -> TextClassifier:
+        folder = find_model(folder)
         cfg = load_config(folder)
         if cfg.architectures and saved_task(cfg) is not SequenceClassification:
             raise ValueError(f"{folder}: config.json says {cfg.architectures[0]}, not a classifier; "

@@ -6,6 +6,8 @@
                           "text_pair"), or .csv/.tsv with a header naming those columns. A label that is
                           a JSON list (or, with label_sep, a CSV/TSV cell split on it) is a set of
                           labels: a multi-label example, [] for none. A file is all lists or none.
+                          With label_required=False (texts to predict) the label may be absent, and a
+                          .json/.jsonl record may be a plain string.
 
 Malformed input raises DataError, whose message starts with "file:line:" and says what to fix.
 Blank lines (and empty texts) are skipped; nothing else is dropped. Files are UTF-8, with or without
@@ -152,7 +154,9 @@ def read_texts(path: str | Path, text_column: str = "text") -> list[str]:
 @dataclass
 class Example:
     text: str
-    label: str | int | float | tuple[str, ...]  # a tuple: the labels of a multi-label example
+    # a tuple: the labels of a multi-label example; None: no label (texts to predict, read with
+    # label_required=False)
+    label: str | int | float | tuple[str, ...] | None
     text_pair: str | None
     line: int  # where the example starts in its file, for error messages
 
@@ -189,30 +193,37 @@ def _label_set(values: Sequence, key: str, path: Path, line: int) -> tuple[str, 
 
 def _check_not_mixed(examples: Sequence[Example], path: Path) -> None:
     """A DataError when some labels are lists and others not: which task the file is would be a guess."""
-    first = isinstance(examples[0].label, tuple)
-    for e in examples[1:]:
+    labelled = [e for e in examples if e.label is not None]  # None: no gold label (texts to predict)
+    if not labelled:
+        return
+    first = isinstance(labelled[0].label, tuple)
+    for e in labelled[1:]:
         if isinstance(e.label, tuple) != first:
             this, that = ("a single label", "a list") if first else ("a list", "a single label")
-            raise DataError(f"{path}:{e.line}: label is {this}, but the label on line {examples[0].line} is {that}; "
+            raise DataError(f"{path}:{e.line}: label is {this}, but the label on line {labelled[0].line} is {that}; "
                             "give every label as a list (multi-label, [] for none) or none as lists")
 
 
 def read_labelled(path: str | Path, text_column: str = "text", label_column: str = "label",
-                  pair_column: str = "text_pair", label_sep: str | None = None) -> list[Example]:
+                  pair_column: str = "text_pair", label_sep: str | None = None,
+                  label_required: bool = True) -> list[Example]:
     """Labelled examples from .json/.jsonl (objects) or .csv/.tsv (header row names the columns).
 
     label_sep (CSV/TSV only): every label cell holds the labels of a multi-label example separated by
-    it; an empty cell is an example with no label."""
+    it; an empty cell is an example with no label. label_required=False: a missing label is None."""
     path = Path(path)
     if label_sep is not None and not label_sep:
         raise DataError("--label-sep: give a separator, e.g. '|'")
     examples = []
     if path.suffix.lower() in (".json", ".jsonl"):
         for line, record in _json_records(path, LABELLED_SUFFIXES):
+            if isinstance(record, str) and not label_required:
+                examples.append(Example(_text(record, path, line), None, None, line))
+                continue
             if not isinstance(record, dict):
                 raise DataError(f"{path}:{line}: expected an object with {text_column!r} and "
                                 f"{label_column!r} fields, got {_json_type(record)}")
-            if label_column not in record:
+            if label_column not in record and label_required:
                 have = ", ".join(map(repr, record)) or "none"
                 raise DataError(f"{path}:{line}: object has no {label_column!r} field (fields: {have}); "
                                 "every training and evaluation example needs a label")
@@ -220,9 +231,11 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
             if pair is not None and not isinstance(pair, str):
                 raise DataError(f"{path}:{line}: field {pair_column!r} is {_json_type(pair)}, expected a string")
             pair = _text(pair, path, line) if pair is not None else None
-            label = record[label_column]
-            label = _label_set(label, label_column, path, line) if isinstance(label, list) else \
-                _check_label(label, label_column, path, line)
+            label = record.get(label_column)
+            if isinstance(label, list):
+                label = _label_set(label, label_column, path, line)
+            elif label is not None or label_required:
+                label = _check_label(label, label_column, path, line)
             examples.append(Example(_field(record, text_column, path, line), label, pair, line))
         if not examples:
             raise DataError(f"{path}: the list of examples is empty; expected at least one")
@@ -250,19 +263,23 @@ def read_labelled(path: str | Path, text_column: str = "text", label_column: str
                 continue
             if header is None:
                 header = [cell.strip() for cell in row]
-                missing = [c for c in (text_column, label_column) if c not in header]
+                missing = [c for c in (text_column, label_column) if c not in header
+                           and (c == text_column or label_required)]
                 if missing:
                     hint = "; the file looks tab-separated, name it .tsv" if not tsv and "\t" in row[0] else ""
                     raise DataError(f"{path}:{line}: header has no column {missing[0]!r} (columns: "
                                     f"{', '.join(map(repr, header))}); rename the header or choose the "
                                     f"column names in the options{hint}")
-                t, lab = header.index(text_column), header.index(label_column)
+                t = header.index(text_column)
+                lab = header.index(label_column) if label_column in header else None
                 p = header.index(pair_column) if pair_column in header else None
                 continue
             if len(row) != len(header):
                 raise DataError(f"{path}:{line}: row has {len(row)} fields but the header has {len(header)}; "
                                 "quote fields that contain the delimiter")
-            if label_sep is not None:
+            if lab is None or (not label_required and not row[lab].strip() and label_sep is None):
+                label = None
+            elif label_sep is not None:
                 label = _label_set([x for x in row[lab].split(label_sep) if x.strip()], label_column, path, line)
             else:
                 label = _csv_label(_check_label(row[lab].strip(), label_column, path, line))
