@@ -4,6 +4,7 @@ the metrics by hand, and train.py -> folder -> predict.py / transformers round t
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import random
@@ -261,6 +262,10 @@ def model_logits(folder: Path, texts: list[str]) -> tuple[torch.Tensor, torch.Te
         return ours(**batch).logits, ref(**batch).logits
 
 
+def read_rows(folder):
+    return [json.loads(line) for line in (folder / "scores.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
 def test_regression_round_trip_predicts_the_value(tmp_path):
     rng = random.Random(0)
     rows = [{"text": ("好" if i % 2 == 0 else "坏") * rng.randint(2, 8), "label": 4.5 if i % 2 == 0 else 1.5}
@@ -291,6 +296,16 @@ def test_regression_round_trip_predicts_the_value(tmp_path):
     assert re.fullmatch(r"-?\d+\.\d{4}\t好好好", plain.stdout.splitlines()[-1]), plain.stdout
     ev = call(PREDICT, "--model", "reg", "--eval", "scores.jsonl", cwd=tmp_path)
     assert re.search(r"scores\.jsonl: 40 examples, mean squared error \d+\.\d{4}", ev.stdout), ev.stdout + ev.stderr
+    # --output: the value as the prediction, the gold score beside it; no label columns
+    written = call(PREDICT, "--model", "reg", "--file", "scores.jsonl", "--output", "reg.csv", cwd=tmp_path)
+    assert written.returncode == 0, written.stderr
+    with open(tmp_path / "reg.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["text", "prediction", "gold"] and [r["text"] for r in rows] == [r["text"] for r in
+                                                                                         read_rows(tmp_path)]
+    direct = TextClassifier.from_pretrained(tmp_path / "reg", device="cpu")([r["text"] for r in rows])
+    assert [float(r["prediction"]) for r in rows] == pytest.approx([d.value for d in direct], abs=1e-5)
+    assert [float(r["gold"]) for r in rows] == [r["label"] for r in read_rows(tmp_path)]
 
 
 def test_a_folder_without_problem_type_and_one_output_predicts_a_value(tmp_path, tok):
@@ -345,6 +360,19 @@ def test_multi_label_round_trip(tmp_path):
     metrics = json.loads(ev.stdout)
     assert metrics["examples"] == 3 and {"exact_match", "micro_f1", "macro_f1", "per_label"} <= set(metrics)
     assert 0 <= metrics["exact_match"] <= 1 and not math.isnan(metrics["micro_f1"])
+    # --output: the predicted set and every label's probability, the gold set beside them
+    out = call(PREDICT, "--model", "ml", "--file", "tags.csv", "--label-sep", "|", "--threshold", "0.3",
+               "--output", "tags.out.jsonl", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in (tmp_path / "tags.out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["gold"] for r in records] == [["good"], ["good", "fast"], []]
+    direct = TextClassifier.from_pretrained(folder, device="cpu")([r["text"] for r in records], threshold=0.3)
+    for r, d in zip(records, direct, strict=True):
+        assert r["prediction"] == d.labels and r["probabilities"] == pytest.approx(d.scores, abs=1e-6)
+    call(PREDICT, "--model", "ml", "--file", "tags.csv", "--label-sep", "|", "--output", "tags.out.csv", cwd=tmp_path)
+    with open(tmp_path / "tags.out.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["text", "prediction", "prob_fast", "prob_good", "gold"] and rows[1]["gold"] == "good|fast"
     bad = call(PREDICT, "--model", "ml", "--threshold", "1.5", "好", cwd=tmp_path)
     assert_names(error_line(bad), "--threshold 1.5")
 
