@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 from .files import read_lines
+from .plots import INSTALL
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "models" / "zh-small"
@@ -95,6 +96,9 @@ TRAIN_EPILOG = """examples:
   python train.py --task mlm --model path/to/bert --train train.json --output out/mlm
   # text classification (labels read from the file), 10%% held out for evaluation
   python train.py --task classify --model models/zh-small --train reviews.jsonl --eval-split 0.1 --output out/clf
+  # evaluate every epoch, best/ by macro-F1, stop after 2 evaluations without improvement
+  python train.py --task classify --model models/zh-small --train reviews.jsonl --eval test.jsonl \
+      --eval-every epoch --metric macro_f1 --patience 2 --epochs 20 --output out/clf
   # pre-training from scratch with whole-word masking on a segmented corpus
   python train.py --task mlm --config zh-small --vocab vocab/zh.txt --train corpus.txt --group-texts \\
       --whole-word-mask --output out/pretrain
@@ -232,7 +236,7 @@ def _init_distributed():
 
 def _resolve_job(args) -> None:
     """Fill in the flags whose default depends on the job, and check the ones that must be given."""
-    from .trainer import TrainConfig
+    from .trainer import EPOCH, TrainConfig
 
     default_job = args.model is None and args.config is None and args.train is None
     if args.model is None and args.config is None:
@@ -257,13 +261,21 @@ def _resolve_job(args) -> None:
         args.lr = SCRATCH_LR if args.config else MLM_FINETUNE_LR if args.task == "mlm" else TrainConfig.lr
     for flag, value, least in (("--batch-size", args.batch_size, 1), ("--grad-accum", args.grad_accum, 1),
                                ("--log-every", args.log_every, 1), ("--keep-checkpoints", args.keep_checkpoints, 1),
-                               ("--eval-every", args.eval_every, 0), ("--save-every", args.save_every, 0)):
+                               ("--eval-every", 0 if args.eval_every == EPOCH else args.eval_every, 0),
+                               ("--save-every", args.save_every, 0), ("--patience", args.patience, 0)):
         if value < least:
             raise UsageError(f"{flag} {value}: must be at least {least}")
     if args.dropout is not None and not 0 <= args.dropout < 1:
         raise UsageError(f"--dropout {args.dropout}: must be in [0, 1)")
     if args.dropout_in_config and args.dropout is None:
         raise UsageError("--dropout-in-config needs --dropout P")
+    has_eval = args.eval is not None or args.eval_split
+    for flag, value in (("--metric", args.metric), ("--patience", args.patience)):
+        if value and not has_eval:
+            raise UsageError(f"{flag} {value} needs evaluation data: add --eval FILE or --eval-split 0.1")
+    if args.patience and not args.eval_every:
+        raise UsageError(f"--patience {args.patience} counts evaluations during training: add --eval-every N or "
+                         f"--eval-every epoch")
     if args.pack and (args.task != "mlm" or args.group_texts):
         raise UsageError("--pack is for --task mlm with one example per line; --group-texts blocks are full "
                          "already")
@@ -375,6 +387,7 @@ def _train(args, rank: int, world: int) -> int:
     torch.manual_seed(args.seed)
 
     task = _from_flags(TASKS[args.task], args)
+    task.check_metric(args.metric)  # before the data is read: a wrong name fails at once
     tokenizer, cfg, source = _start_point(args)
     max_length = min(args.max_length, cfg.max_position_embeddings)
     if args.max_length > cfg.max_position_embeddings and rank == 0:
@@ -384,7 +397,9 @@ def _train(args, rank: int, world: int) -> int:
         raise UsageError(f"{args.train}: training file not found")
     if args.eval is not None and not args.eval.is_file():
         raise UsageError(f"{args.eval}: evaluation file not found")
-    data = task.load(tokenizer, cfg, max_length, args.train, args.eval, args.eval_split, args.seed)
+    # Tokenizing a large corpus takes a while: masked LM shows a bar for it.
+    progress = {"progress": args.progress and rank == 0} if args.task == "mlm" else {}
+    data = task.load(tokenizer, cfg, max_length, args.train, args.eval, args.eval_split, args.seed, **progress)
     if not data.train:
         raise UsageError(f"{args.train}: no training examples")
     try:
@@ -426,7 +441,12 @@ def _train(args, rank: int, world: int) -> int:
               f"({summary['tokens_per_s']:.0f} tokens/s)")
         if summary["eval"]:
             print("final eval: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                             for k, v in summary["eval"].items() if k not in ("step", "tokens")))
+                                             for k, v in summary["eval"].items()
+                                             if k not in ("step", "tokens") and not isinstance(v, (dict, list))))
+        if summary["best_step"] is not None:
+            print(f"best:      step {summary['best_step']}, {summary['metric']} {summary['best_value']:.4f} "
+                  f"({Path(args.output) / 'best'})")
+        print(f"stopped:   {summary['stopped']}")
     return 0
 
 
@@ -450,7 +470,8 @@ PREDICT_EPILOG = """examples:
   python predict.py --model output/three_kingdoms "三国人物诸葛[MASK]"
   python predict.py --model DIR --targets 亮,涛 "三国人物诸葛[MASK]"
   python predict.py --model out/clf --all "这家酒店很干净"
-  python predict.py --model out/clf --eval test.jsonl
+  python predict.py --model out/clf --eval test.jsonl  # accuracy, macro-F1, per-class report, confusion matrix
+  python predict.py --model out/clf --eval test.jsonl --confusion-png confusion.png
 """
 
 
@@ -465,7 +486,8 @@ def predict_parser() -> argparse.ArgumentParser:
                    help="default: read from the model's config.json")
     p.add_argument("--file", type=Path, default=None, help="more texts, one per line")
     p.add_argument("--eval", type=Path, default=None,
-                   help="classify: a labelled file (.jsonl/.json/.csv/.tsv), prints accuracy and macro-F1; "
+                   help="classify: a labelled file (.jsonl/.json/.csv/.tsv), prints accuracy, macro-F1, each "
+                        "label's precision, recall, F1 and support, and the confusion matrix; "
                         "fill-mask: a text file (.txt/.json/.jsonl), masks --mlm-probability of its tokens with a "
                         "fixed seed and prints masked-token accuracy and perplexity")
     p.add_argument("--mlm-probability", type=float, default=0.15,
@@ -476,6 +498,10 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=5, help="fill-mask: candidates per [MASK] (default: %(default)s)")
     p.add_argument("--targets", default=None, help="fill-mask: comma-separated tokens to score at each [MASK]")
     p.add_argument("--all", action="store_true", help="classify: print every label's probability")
+    p.add_argument("--confusion-png", type=Path, default=None, metavar="PNG",
+                   help=f"classify --eval: also draw the confusion matrix into PNG (needs matplotlib: {INSTALL})")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="--eval: no progress bar on stderr")
     p.add_argument("--json", action="store_true", help="one JSON object per text on stdout")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
@@ -507,7 +533,7 @@ def predict_command(argv: list[str] | None) -> int:
     _show_warnings()
     from .checkpoint import load_config
     from .data.readers import encode_labels, read_labelled
-    from .metrics import classification_metrics
+    from .metrics import classification_metrics, format_report
     from .pipelines import FillMask, TextClassifier
     from .runtime import resolve_device
     from .tasks import saved_task
@@ -525,6 +551,15 @@ def predict_command(argv: list[str] | None) -> int:
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     resolve_device(args.device)
+    if args.confusion_png is not None:
+        if task != "classify" or not args.eval:
+            raise UsageError("--confusion-png is for a classification model's --eval FILE")
+        from .plots import PlotUnavailable, load_matplotlib
+
+        try:
+            load_matplotlib()
+        except PlotUnavailable:
+            raise UsageError(f"--confusion-png needs matplotlib, which is not installed; {INSTALL}") from None
 
     if task == "mlm" and args.eval:
         metrics = evaluate_mlm_file(model_dir, args)
@@ -567,12 +602,19 @@ def predict_command(argv: list[str] | None) -> int:
 
         pred = torch.tensor([label2id[r.label] for r in results])
         metrics = {"examples": len(examples),
-                   **classification_metrics(pred, torch.tensor(gold), len(pipe.labels))}
+                   **classification_metrics(pred, torch.tensor(gold), len(pipe.labels), pipe.labels)}
         if args.json:
-            print(json.dumps(metrics))
+            print(json.dumps(metrics, ensure_ascii=False))
         else:
             print(f"{args.eval}: {metrics['examples']} examples, accuracy {metrics['accuracy']:.4f}, "
                   f"macro-F1 {metrics['macro_f1']:.4f}")
+            print(format_report(metrics))
+        if args.confusion_png is not None:
+            from .plots import plot_confusion
+
+            written = plot_confusion(metrics["confusion"], pipe.labels, args.confusion_png,
+                                     f"{model_dir.name} on {args.eval.name}")
+            print(f"wrote {written}", file=sys.stderr if args.json else sys.stdout)
         if not texts:
             return 0
     if not texts:
@@ -600,12 +642,12 @@ def evaluate_mlm_file(model_dir: Path, args) -> dict:
     tokenizer = Tokenizer.from_pretrained(model_dir)
     model = from_pretrained(task.model_class, model_dir)
     features = load_mlm_features(args.eval, tokenizer, model.config.max_position_embeddings,
-                                 whole_word_mask=args.whole_word_mask)
+                                 whole_word_mask=args.whole_word_mask, progress=args.progress)
     if not features:
         raise UsageError(f"{args.eval}: no text to evaluate on")
     device = resolve_device(args.device)
     return evaluate(model.to(device), features, task.eval_collator(tokenizer, args.seed), args.batch_size, device,
-                    task.metrics(model.config))
+                    task.metrics(model.config), progress=args.progress)
 
 
 def predict_main(argv: list[str] | None = None) -> int:
