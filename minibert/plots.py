@@ -16,6 +16,7 @@ import json
 import math
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 INSTALL = "pip install 'minibert[plot]'"
@@ -41,19 +42,22 @@ def load_matplotlib():
     return Figure, FigureCanvasAgg, matplotlib.rc_context
 
 
-def _fonts() -> list[str]:
+@contextmanager
+def _style(rc_context):
+    """Fonts with CJK fallbacks where installed; a character no font has is drawn as a box, not warned about."""
     from matplotlib import font_manager
 
     have = {f.name for f in font_manager.fontManager.ttflist}
-    return ["DejaVu Sans", *(name for name in CJK_FONTS if name in have)]
+    fonts = ["DejaVu Sans", *(name for name in CJK_FONTS if name in have)]
+    with rc_context({"font.family": fonts}), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Gg]lyph.*")
+        yield
 
 
 def _save(fig, canvas_class, path: Path) -> Path:
     canvas_class(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # a character no installed font has is drawn as a box, not warned about
-        warnings.filterwarnings("ignore", message=".*[Gg]lyph.*")
-        fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110)
     return path
 
 
@@ -97,7 +101,7 @@ def plot_run(output: str | Path, path: str | Path | None = None) -> Path:
     cols = 2 if n == 4 else min(n, 3)
     rows = math.ceil(n / cols)
     best_step = summary.get("best_step") if summary else None
-    with rc_context({"font.family": _fonts()}):
+    with _style(rc_context):
         fig = Figure(figsize=(5 * cols, 3.6 * rows))
         axes = fig.subplots(rows, cols, squeeze=False).ravel()
         steps = [r["step"] for r in train]
@@ -131,7 +135,7 @@ def plot_confusion(confusion: list[list[int]], labels: list[str], path: str | Pa
     Figure, Canvas, rc_context = load_matplotlib()
     k = len(labels)
     size = min(max(4.0, 0.5 * k + 2), 20)
-    with rc_context({"font.family": _fonts()}):
+    with _style(rc_context):
         fig = Figure(figsize=(size + 1, size))
         ax = fig.subplots()
         image = ax.imshow(confusion, cmap="Blues")
