@@ -501,7 +501,7 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--confusion-png", type=Path, default=None, metavar="PNG",
                    help=f"classify --eval: also draw the confusion matrix into PNG (needs matplotlib: {INSTALL})")
     p.add_argument("--no-progress", dest="progress", action="store_false",
-                   help="--eval: no progress bar on stderr")
+                   help="fill-mask --eval: no progress bar on stderr")
     p.add_argument("--json", action="store_true", help="one JSON object per text on stdout")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")

@@ -644,7 +644,11 @@ class Trainer:
                         window_tokens += n_tok
                         window_steps += 1
                         bar.update(1)
-                        if self.step_count % cfg.log_every == 0 or self.step_count == self.total_steps:
+                        evaluated = self.is_eval_step()
+                        if evaluated:
+                            self.run_eval(metrics_file)
+                        stop = evaluated and self.should_stop()
+                        if self.step_count % cfg.log_every == 0 or self.step_count == self.total_steps or stop:
                             self.check_finite()
                             now = time.perf_counter()
                             last = {"step": self.step_count, "tokens": self.tokens_seen,
@@ -658,12 +662,9 @@ class Trainer:
                                 metrics_file.flush()
                             window_loss.zero_()
                             window_steps, window_tokens, window_start = 0, 0, now
-                        evaluated = self.is_eval_step()
-                        if evaluated:
-                            self.run_eval(metrics_file)
                         if cfg.save_every and self.step_count % cfg.save_every == 0:
                             self.save_checkpoint()
-                        if evaluated and self.should_stop():
+                        if stop:
                             break
                     self.check_finite()
                     elapsed = time.perf_counter() - start
@@ -731,6 +732,7 @@ class Trainer:
     def run_eval(self, metrics_file) -> dict:
         """Evaluate, save best/ if --metric improved, log the summary numbers in one line and every number
         (the classification report too) in metrics.jsonl."""
+        self.check_finite()  # a model whose loss diverged is neither measured nor saved as best/
         metrics = self.evaluate()
         metrics["step"] = self.step_count
         metrics["tokens"] = self.tokens_seen

@@ -334,7 +334,7 @@ def test_patience_stops_after_n_evaluations_without_improvement(tok, features, t
     # 2nd evaluation in a row without improvement is step 8's, so training stops there, not at step 40
     scores = [{"accuracy": a, "eval_loss": 1.0} for a in (0.5, 0.7, 0.6, 0.7, 0.9, 0.9)]
     trainer, logs, steps = scripted_run(tok, features, tmp_path, scores, max_steps=40, eval_every=2, patience=2,
-                                        metric="accuracy")
+                                        metric="accuracy", log_every=5)
     summary = trainer.train()
     assert steps == [2, 4, 6, 8]  # and no extra evaluation after the stop
     assert summary["steps"] == 8 and summary["best_step"] == 4 and summary["metric"] == "accuracy"
@@ -345,6 +345,7 @@ def test_patience_stops_after_n_evaluations_without_improvement(tok, features, t
     assert _same_weights(tmp_path, tmp_path / "checkpoint-8")  # the final model is the last step's
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["summary"]["stopped"] == summary["stopped"] and records[-1]["summary"]["best_step"] == 4
+    assert [r["step"] for r in records if "loss" in r] == [5, 8]  # the stopping step's training loss too
 
 
 @pytest.mark.parametrize("metric, best_step", [("eval_loss", 8), ("accuracy", 2), (None, 8)])
