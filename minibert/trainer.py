@@ -155,9 +155,9 @@ class TrainConfig:
     metric: str | None = option(None, "the evaluation number that picks best/ and that --patience watches: "
                                 "accuracy, macro_f1 or eval_loss for classify (default accuracy); accuracy, "
                                 "eval_loss or perplexity for mlm (default eval_loss). Losses and perplexity are "
-                                "better lower, the others higher")
+                                "better lower, the others higher", metavar="NAME")
     patience: int = option(0, "early stopping: stop after N evaluations in a row without improvement of --metric; "
-                           "needs evaluation data and --eval-every. 0 = off")
+                           "needs evaluation data and --eval-every. 0 = off", metavar="N")
     save_every: int = option(0, "checkpoint every N steps, 0 = only the final model")
     keep_checkpoints: int = option(2, "keep the last K checkpoint folders")
     accept_changed_run: bool = option(False, "let --resume continue although the training file, task, batch "
