@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 from .files import read_lines
+from .plots import INSTALL
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "models" / "zh-small"
@@ -39,6 +40,7 @@ SCRATCH_LR = 1e-3  # pre-training from --config
 # accuracy (README, "Fine-tuning defaults").
 MLM_FINETUNE_LR, MLM_FINETUNE_BATCH, MLM_FINETUNE_DROPOUT = 1.5e-4, 8, 0.0
 DEMO_EPOCHS = 10  # the default job: 60 sentences, 80 steps
+CLASSIFY_METRICS = ("accuracy", "macro_f1", "micro_f1", "exact_match", "eval_loss")  # over the problem types
 DEFAULT_MAX_LENGTH = 128  # --max-length; the model's own positions cap it
 
 
@@ -105,6 +107,9 @@ TRAIN_EPILOG = """examples:
   python train.py --task mlm --model path/to/bert --train train.json --output out/mlm
   # text classification (labels read from the file), 10%% held out for evaluation
   python train.py --task classify --model models/zh-small --train reviews.jsonl --eval-split 0.1 --output out/clf
+  # evaluate every epoch, best/ by macro-F1, stop after 2 evaluations without improvement
+  python train.py --task classify --model models/zh-small --train reviews.jsonl --eval test.jsonl \
+      --eval-every epoch --metric macro_f1 --patience 2 --epochs 20 --output out/clf
   # pre-training from scratch with whole-word masking on a segmented corpus
   python train.py --task mlm --config zh-small --vocab vocab/zh.txt --train corpus.txt --group-texts \\
       --whole-word-mask --output out/pretrain
@@ -245,7 +250,7 @@ def _init_distributed():
 
 def _resolve_job(args) -> None:
     """Fill in the flags whose default depends on the job, and check the ones that must be given."""
-    from .trainer import TrainConfig
+    from .trainer import EPOCH, TrainConfig
 
     default_job = args.model is None and args.config is None and args.train is None
     if args.model is None and args.config is None:
@@ -278,7 +283,8 @@ def _resolve_job(args) -> None:
         args.lr = SCRATCH_LR if args.config else MLM_FINETUNE_LR if args.task == "mlm" else TrainConfig.lr
     for flag, value, least in (("--batch-size", args.batch_size, 1), ("--grad-accum", args.grad_accum, 1),
                                ("--log-every", args.log_every, 1), ("--keep-checkpoints", args.keep_checkpoints, 1),
-                               ("--eval-every", args.eval_every, 0), ("--save-every", args.save_every, 0)):
+                               ("--eval-every", 0 if args.eval_every == EPOCH else args.eval_every, 0),
+                               ("--save-every", args.save_every, 0), ("--patience", args.patience, 0)):
         if value < least:
             raise UsageError(f"{flag} {value}: must be at least {least}")
     if args.dropout is not None and not 0 <= args.dropout < 1:
@@ -289,6 +295,13 @@ def _resolve_job(args) -> None:
                                       ("--class-weights", args.class_weights)) if value is not None]
     if args.task == "mlm" and given:
         raise UsageError(f"{given[0]} is for --task classify")
+    has_eval = args.eval is not None or args.eval_split
+    for flag, value in (("--metric", args.metric), ("--patience", args.patience)):
+        if value and not has_eval:
+            raise UsageError(f"{flag} {value} needs evaluation data: add --eval FILE or --eval-split 0.1")
+    if args.patience and not args.eval_every:
+        raise UsageError(f"--patience {args.patience} counts evaluations during training: add --eval-every N or "
+                         f"--eval-every epoch")
     if args.pack and (args.task != "mlm" or args.group_texts):
         raise UsageError("--pack is for --task mlm with one example per line; --group-texts blocks are full "
                          "already")
@@ -411,6 +424,12 @@ def _train(args, rank: int, world: int) -> int:
     torch.manual_seed(args.seed)
 
     task = _from_flags(TASKS[args.task], args)
+    if args.task == "mlm":  # before the data is read: a wrong name fails at once
+        task.check_metric(args.metric)
+    elif args.metric is not None and args.metric not in CLASSIFY_METRICS:
+        raise UsageError(f"--metric {args.metric}: not a metric of --task classify; use one of "
+                         f"{', '.join(CLASSIFY_METRICS)}")
+    # The classifier's own list depends on the problem type, known once the labels are read (Trainer).
     tokenizer, cfg, source = _start_point(args)
     max_length = min(args.max_length, cfg.max_position_embeddings)
     if args.max_length > cfg.max_position_embeddings and rank == 0:
@@ -420,7 +439,9 @@ def _train(args, rank: int, world: int) -> int:
         raise UsageError(f"{args.train}: training file not found")
     if args.eval is not None and not args.eval.is_file():
         raise UsageError(f"{args.eval}: evaluation file not found")
-    data = task.load(tokenizer, cfg, max_length, args.train, args.eval, args.eval_split, args.seed)
+    # Tokenizing a large corpus takes a while: masked LM shows a bar for it.
+    progress = {"progress": args.progress and rank == 0} if args.task == "mlm" else {}
+    data = task.load(tokenizer, cfg, max_length, args.train, args.eval, args.eval_split, args.seed, **progress)
     if not data.train:
         raise UsageError(f"{args.train}: no training examples")
     try:
@@ -462,6 +483,10 @@ def _train(args, rank: int, world: int) -> int:
               f"({summary['tokens_per_s']:.0f} tokens/s)")
         if summary["eval"]:
             print("final eval: " + _show_metrics(summary["eval"]))
+        if summary["best_step"] is not None:
+            print(f"best:      step {summary['best_step']}, {summary['metric']} {summary['best_value']:.4f} "
+                  f"({Path(args.output) / 'best'})")
+        print(f"stopped:   {summary['stopped']}")
         _write_model_card(args, source, data, n_tokens, summary, eff, max_length)
     return 0
 
@@ -534,7 +559,8 @@ PREDICT_EPILOG = """examples:
   python predict.py --model DIR --beam 5 "[MASK][MASK]是蜀汉丞相"
   python predict.py --model out/clf --all "这家酒店很干净"
   python predict.py --model out/clf --file test.csv --pair-column question --output preds.csv
-  python predict.py --model out/clf --eval test.jsonl
+  python predict.py --model out/clf --eval test.jsonl  # accuracy, macro-F1, per-class report, confusion matrix
+  python predict.py --model out/clf --eval test.jsonl --confusion-png confusion.png
   python predict.py --model google-bert/bert-base-chinese "[MASK]国"   # from the Hugging Face cache, offline
 """
 OUTPUT_SUFFIXES = (".jsonl", ".csv")
@@ -563,7 +589,8 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help=f"do not show a progress bar on stderr (shown for more than {FEW_TEXTS} texts)")
     p.add_argument("--eval", type=Path, default=None,
-                   help="classify: a labelled file (.jsonl/.json/.csv/.tsv), prints accuracy and macro-F1; "
+                   help="classify: a labelled file (.jsonl/.json/.csv/.tsv), prints accuracy, macro-F1, each "
+                        "label's precision, recall, F1 and support, and the confusion matrix; "
                         "fill-mask: a text file (.txt/.json/.jsonl), masks --mlm-probability of its tokens with a "
                         "fixed seed and prints masked-token accuracy and perplexity")
     p.add_argument("--mlm-probability", type=float, default=0.15,
@@ -586,6 +613,8 @@ def predict_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="classify: print every label's probability")
     p.add_argument("--threshold", type=float, default=0.5,
                    help="multi-label: predict the labels whose probability is above this (default: %(default)s)")
+    p.add_argument("--confusion-png", type=Path, default=None, metavar="PNG",
+                   help=f"classify --eval: also draw the confusion matrix into PNG (needs matplotlib: {INSTALL})")
     p.add_argument("--json", action="store_true", help="one JSON object per text on stdout")
     p.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
@@ -777,6 +806,7 @@ def predict_command(argv: list[str] | None) -> int:
     args = predict_parser().parse_args(argv)
     _show_warnings()
     from .checkpoint import find_model, load_config
+    from .metrics import format_report
     from .pipelines import FillMask, TextClassifier
     from .runtime import resolve_device
     from .tasks import saved_task
@@ -799,6 +829,15 @@ def predict_command(argv: list[str] | None) -> int:
         raise UsageError(f"--beam {args.beam}: must be at least 1")
     items = _read_inputs(args, task)
     resolve_device(args.device)
+    if args.confusion_png is not None:
+        if task != "classify" or not args.eval:
+            raise UsageError("--confusion-png is for a classification model's --eval FILE")
+        from .plots import PlotUnavailable, load_matplotlib
+
+        try:
+            load_matplotlib()
+        except PlotUnavailable:
+            raise UsageError(f"--confusion-png needs matplotlib, which is not installed; {INSTALL}") from None
 
     if task == "mlm" and args.eval:
         metrics = evaluate_mlm_file(model_dir, args)
@@ -830,6 +869,9 @@ def predict_command(argv: list[str] | None) -> int:
     if not 0 < args.threshold < 1:
         raise UsageError(f"--threshold {args.threshold}: give a probability between 0 and 1")
     if args.eval:
+        if args.confusion_png is not None and pipe.problem_type != "single_label_classification":
+            raise UsageError(f"--confusion-png is for single-label classifiers; {model_dir} is "
+                             f"{pipe.problem_type.replace('_', ' ')}")
         metrics = evaluate_classifier_file(pipe, args)
         if args.json:
             print(json.dumps(metrics, ensure_ascii=False))
@@ -841,6 +883,13 @@ def predict_command(argv: list[str] | None) -> int:
         else:
             print(f"{args.eval}: {metrics['examples']} examples, accuracy {metrics['accuracy']:.4f}, "
                   f"macro-F1 {metrics['macro_f1']:.4f}")
+            print(format_report(metrics))
+        if args.confusion_png is not None:
+            from .plots import plot_confusion
+
+            written = plot_confusion(metrics["confusion"], pipe.labels, args.confusion_png,
+                                     f"{model_dir.name} on {args.eval.name}")
+            print(f"wrote {written}", file=sys.stderr if args.json else sys.stdout)
         if not items:
             return 0
     if not items:
@@ -894,7 +943,8 @@ def evaluate_classifier_file(pipe, args) -> dict:
         return {"examples": len(examples), **multi_label_metrics(pred, gold, pipe.labels)}
     gold = encode_labels(examples, label2id, args.eval)
     pred = torch.tensor([label2id[r.label] for r in results])
-    return {"examples": len(examples), **classification_metrics(pred, torch.tensor(gold), len(pipe.labels))}
+    return {"examples": len(examples),
+            **classification_metrics(pred, torch.tensor(gold), len(pipe.labels), pipe.labels)}
 
 
 def evaluate_mlm_file(model_dir: Path, args) -> dict:
@@ -910,12 +960,12 @@ def evaluate_mlm_file(model_dir: Path, args) -> dict:
     tokenizer = Tokenizer.from_pretrained(model_dir)
     model = from_pretrained(task.model_class, model_dir)
     features = load_mlm_features(args.eval, tokenizer, model.config.max_position_embeddings,
-                                 whole_word_mask=args.whole_word_mask)
+                                 whole_word_mask=args.whole_word_mask, progress=args.progress)
     if not features:
         raise UsageError(f"{args.eval}: no text to evaluate on")
     device = resolve_device(args.device)
     return evaluate(model.to(device), features, task.eval_collator(tokenizer, args.seed), args.batch_size, device,
-                    task.metrics(model.config))
+                    task.metrics(model.config), progress=args.progress)
 
 
 def predict_main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,15 @@ A metrics object is fed every evaluation batch with the model's output (`update`
 what it measured (`result`). The task picks which one (tasks.py); the trainer, predict.py and the
 benchmarks all evaluate through `evaluate`. Classification: ClassificationMetrics (single label, and
 the loss of a regression), MultiLabelMetrics (label sets, a threshold on the sigmoid).
+
+Classification results carry, besides accuracy and macro-F1, a per-class report and the confusion
+matrix (`classification_report`; `format_report` prints them as aligned tables). Conventions, as in
+scikit-learn with zero_division=0: a class never predicted has precision 0, a class absent from the
+gold labels has recall 0, and F1 is 0 when precision and recall both are. confusion[i][j] counts
+the examples of true class i predicted as class j (rows: truth, columns: prediction).
+
+Whether a larger number is better follows from the metric's name (`higher_is_better`): losses and
+perplexity go down, accuracy and F1 go up. `--metric` and `--patience` rely on it.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .runtime import autocast
 
@@ -40,11 +50,21 @@ class MaskedLMMetrics:
                 "masked_tokens": self.n}
 
 
-class ClassificationMetrics:
-    """Loss, accuracy and macro-F1 over the examples; loss only when num_labels == 1 (regression)."""
+LOWER_IS_BETTER = ("loss", "perplexity")  # metric names ending so; every other one is a score
 
-    def __init__(self, num_labels: int) -> None:
+
+def higher_is_better(name: str) -> bool:
+    """eval_loss and perplexity: lower is better; accuracy, macro_f1 and other scores: higher."""
+    return not name.endswith(LOWER_IS_BETTER)
+
+
+class ClassificationMetrics:
+    """Loss, accuracy, macro-F1 and the per-class report over the examples; loss only when
+    num_labels == 1 (regression). labels: the class names for the report (default "0", "1", ...)."""
+
+    def __init__(self, num_labels: int, labels: list[str] | None = None) -> None:
         self.num_labels = num_labels
+        self.labels = labels
         self.loss_sum, self.weight, self.n = 0.0, 0.0, 0
         self.preds: list[torch.Tensor] = []
         self.golds: list[torch.Tensor] = []
@@ -61,13 +81,66 @@ class ClassificationMetrics:
     def result(self) -> dict:
         metrics = {"eval_loss": self.loss_sum / self.weight if self.weight else 0.0, "examples": self.n}
         if self.preds:
-            metrics.update(classification_metrics(torch.cat(self.preds), torch.cat(self.golds), self.num_labels))
+            metrics.update(classification_metrics(torch.cat(self.preds), torch.cat(self.golds), self.num_labels,
+                                                  self.labels))
         return metrics
 
 
-def classification_metrics(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> dict[str, float]:
-    """Accuracy and macro-F1 of predicted class indices against gold ones."""
-    return {"accuracy": float((pred == gold).float().mean()), "macro_f1": macro_f1(pred, gold, num_labels)}
+def classification_metrics(pred: torch.Tensor, gold: torch.Tensor, num_labels: int,
+                           labels: list[str] | None = None) -> dict:
+    """Accuracy and macro-F1 of predicted class indices against gold ones, with the per-class report
+    and the confusion matrix (see classification_report)."""
+    return {"accuracy": float((pred == gold).float().mean()), "macro_f1": macro_f1(pred, gold, num_labels),
+            **classification_report(pred, gold, num_labels, labels)}
+
+
+def confusion_matrix(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> list[list[int]]:
+    """confusion[i][j]: examples of true class i predicted as class j."""
+    counts = torch.bincount(gold.long() * num_labels + pred.long(), minlength=num_labels * num_labels)
+    return counts.view(num_labels, num_labels).tolist()
+
+
+def classification_report(pred: torch.Tensor, gold: torch.Tensor, num_labels: int,
+                          labels: list[str] | None = None) -> dict:
+    """{"labels": [...], "report": {label: {precision, recall, f1, support}}, "confusion": [[...]]}, classes
+    in index order (the confusion matrix's rows and columns too).
+
+    A class never predicted has precision 0 (there is no prediction to be right about), one with no
+    gold example recall 0, and F1 is 0 when both are 0: scikit-learn's zero_division=0."""
+    names = list(labels) if labels is not None else [str(c) for c in range(num_labels)]
+    confusion = confusion_matrix(pred, gold, num_labels)
+    report = {}
+    for c, name in enumerate(names):
+        tp = confusion[c][c]
+        predicted = sum(row[c] for row in confusion)
+        support = sum(confusion[c])
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        report[name] = {"precision": precision, "recall": recall, "f1": f1, "support": support}
+    return {"labels": names, "report": report, "confusion": confusion}
+
+
+MAX_CONFUSION_PRINTED = 20  # classes; a larger matrix does not fit a terminal (--json has it, or a PNG)
+
+
+def format_report(metrics: dict) -> str:
+    """The report and confusion matrix of classification_metrics as aligned text tables."""
+    report, confusion = metrics["report"], metrics["confusion"]
+    names = list(report)
+    w = max(len("label"), *(len(n) for n in names))
+    lines = [f"{'label':<{w}}  precision  recall      f1  support"]
+    for name, r in report.items():
+        lines.append(f"{name:<{w}}  {r['precision']:9.4f}  {r['recall']:6.4f}  {r['f1']:6.4f}  {r['support']:7d}")
+    if len(names) > MAX_CONFUSION_PRINTED:
+        lines.append(f"(confusion matrix of {len(names)} classes: see --json or --confusion-png)")
+        return "\n".join(lines)
+    cw = max(w, *(len(str(v)) for row in confusion for v in row))
+    lines += ["", "confusion matrix (rows: true label, columns: predicted)",
+              " " * w + "".join(f"  {n:>{cw}}" for n in names)]
+    for name, row in zip(names, confusion, strict=True):
+        lines.append(f"{name:<{w}}" + "".join(f"  {v:>{cw}}" for v in row))
+    return "\n".join(lines)
 
 
 def macro_f1(pred: torch.Tensor, gold: torch.Tensor, num_labels: int) -> float:
@@ -130,11 +203,14 @@ def multi_label_metrics(pred: torch.Tensor, gold: torch.Tensor, labels: list[str
 
 @torch.no_grad()
 def evaluate(model: nn.Module, features: list[dict], collate: Callable, batch_size: int, device: torch.device,
-             metrics: MaskedLMMetrics | ClassificationMetrics | MultiLabelMetrics, precision: str = "fp32") -> dict:
-    """Run the model over `features` in batches formed in length order and return `metrics.result()`."""
+             metrics: MaskedLMMetrics | ClassificationMetrics | MultiLabelMetrics, precision: str = "fp32",
+             progress: bool = False) -> dict:
+    """Run the model over `features` in batches formed in length order and return `metrics.result()`.
+    progress: a progress bar on stderr (it goes away when done)."""
     model.eval()
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-    for s in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for s in tqdm(starts, desc="eval", unit="batch", leave=False, disable=not progress, dynamic_ncols=True):
         batch = collate([features[i] for i in order[s:s + batch_size]])
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, precision):

@@ -6,7 +6,8 @@ instead of probing the model:
     collator, eval_collator   features -> batches
     model_class               what learns it
     count_targets             what the loss averages over
-    metrics, best_metric      how it is measured, and which number picks `best/`
+    metrics, best_metric      how it is measured, and which number picks `best/` by default
+    metric_names              the numbers `--metric` may choose instead
     setup_model               what training sets on the model beyond its config (class weights)
 A task's options are dataclass fields with their help text; train.py's flags are made from them.
 SequenceClassification covers the three problem types transformers names in config.json
@@ -38,7 +39,7 @@ from .data.readers import (
     is_regression,
     read_labelled,
 )
-from .metrics import ClassificationMetrics, MaskedLMMetrics, MultiLabelMetrics
+from .metrics import ClassificationMetrics, MaskedLMMetrics, MultiLabelMetrics, higher_is_better
 from .model import BertForMaskedLM, BertForSequenceClassification
 from .tokenizer import Tokenizer
 
@@ -69,14 +70,34 @@ class Task:
 
     name: ClassVar[str]  # --task NAME, and the task a resumed run must share with its checkpoint
     model_class: ClassVar[type[torch.nn.Module]]
-    best_metric: ClassVar[str] = "eval_loss"  # the evaluation number that picks best/
-    higher_is_better: ClassVar[bool] = False
+    best_metric: ClassVar[str] = "eval_loss"  # the evaluation number that picks best/ by default
+    metric_names: ClassVar[tuple[str, ...]] = ("eval_loss",)  # what --metric may name
 
-    def is_better(self, metrics: dict, best: dict | None) -> bool:
+    @property
+    def higher_is_better(self) -> bool:
+        return higher_is_better(self.best_metric)
+
+    def check_metric(self, name: str | None) -> str:
+        """The metric that picks best/: `name`, or best_metric when None; ValueError if this task has no such number."""
+        if name is None:
+            return self.best_metric
+        if name not in self.metric_names:
+            raise ValueError(f"--metric {name}: not a metric of --task {self.name}"
+                             f"{self._kind()}; "
+                             f"use one of {', '.join(self.metric_names)}")
+        return name
+
+    def _kind(self) -> str:
+        problem = getattr(self, "problem", None)
+        return {"regression": " (regression)", MULTI: " (multi-label)"}.get(problem, "") if problem else ""
+
+    def is_better(self, metrics: dict, best: dict | None, metric: str | None = None) -> bool:
+        """Whether `metrics` improve on `best` in `metric` (default best_metric); ties do not."""
+        name = metric or self.best_metric
         if best is None:
             return True
-        new, old = metrics[self.best_metric], best[self.best_metric]
-        return new > old if self.higher_is_better else new < old
+        new, old = metrics[name], best[name]
+        return new > old if higher_is_better(name) else new < old
 
     def setup_model(self, model: torch.nn.Module) -> None:
         """Set on `model` what training needs beyond its config; the trainer calls it once."""
@@ -88,6 +109,7 @@ class MaskedLM(Task):
 
     name: ClassVar[str] = "mlm"
     model_class: ClassVar[type] = BertForMaskedLM
+    metric_names: ClassVar[tuple[str, ...]] = ("accuracy", "eval_loss", "perplexity")
 
     mlm_probability: float = option(0.15, "fraction of tokens chosen for prediction")
     mask_prob: float = option(0.8, "of the chosen tokens, the fraction replaced by [MASK]")
@@ -103,12 +125,13 @@ class MaskedLM(Task):
     text_column: str = option("text", "text field/column")
 
     def load(self, tokenizer: Tokenizer, config: BertConfig, max_length: int, train_file: Path,
-             eval_file: Path | None = None, eval_split: float = 0.0, seed: int = 0) -> TaskData:
-        """The features of train_file and eval_file (or of eval_split of train_file, held out with seed)."""
+             eval_file: Path | None = None, eval_split: float = 0.0, seed: int = 0, progress: bool = False) -> TaskData:
+        """The features of train_file and eval_file (or of eval_split of train_file, held out with seed).
+        progress: a progress bar while tokenizing a large file (see load_mlm_features)."""
 
         def features(path: Path) -> list[dict]:
             return load_mlm_features(path, tokenizer, max_length, self.whole_word_mask, self.group_texts,
-                                     self.text_column)
+                                     self.text_column, progress=progress)
 
         train_features = features(train_file)
         eval_features = features(eval_file) if eval_file else None
@@ -191,8 +214,9 @@ class SequenceClassification(Task):
         return {"regression": "eval_loss", MULTI: "micro_f1"}.get(self.problem, "accuracy")
 
     @property
-    def higher_is_better(self) -> bool:
-        return not self.regression
+    def metric_names(self) -> tuple[str, ...]:
+        return {"regression": ("eval_loss",), MULTI: ("micro_f1", "macro_f1", "exact_match", "eval_loss")}.get(
+            self.problem, ("accuracy", "macro_f1", "eval_loss"))
 
     def load(self, tokenizer: Tokenizer, config: BertConfig, max_length: int, train_file: Path,
              eval_file: Path | None = None, eval_split: float = 0.0, seed: int = 0) -> TaskData:
@@ -286,7 +310,8 @@ class SequenceClassification(Task):
     def metrics(self, config: BertConfig) -> ClassificationMetrics | MultiLabelMetrics:
         if config.resolved_problem_type == MULTI:
             return MultiLabelMetrics([config.id2label[i] for i in range(config.num_labels)], self.threshold)
-        return ClassificationMetrics(config.num_labels)
+        labels = [config.id2label[i] for i in range(config.num_labels)] if config.id2label else None
+        return ClassificationMetrics(config.num_labels, labels)
 
 
 TASKS: dict[str, type[Task]] = {task.name: task for task in (MaskedLM, SequenceClassification)}

@@ -4,6 +4,13 @@ One optimizer step, top to bottom (`Trainer.step`):
     get k micro-batches -> count their targets (all ranks) -> for each: autocast forward ->
     loss * n_i / N -> backward (gradient sync on the last one only) -> unscale -> clip ->
     AdamW step -> schedule step -> zero grads.
+
+Evaluation (every --eval-every steps, or at the end of each epoch, and at the end) saves `best/` when
+the chosen metric (--metric, default the task's) improves; with --patience N training stops after N
+evaluations in a row without improvement. metrics.jsonl gets a line per --log-every steps, one per
+evaluation ({"eval": ...}, classifiers with their per-class report and confusion matrix) and a
+summary: the best step and its metric, and why training stopped. At the end curves.png plots it
+(plots.py, needs matplotlib).
 """
 
 from __future__ import annotations
@@ -98,6 +105,19 @@ def _size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+EPOCH = "epoch"  # --eval-every epoch
+
+
+def parse_every(text: str) -> int | str:
+    """--eval-every: a number of steps, or "epoch"."""
+    if text == EPOCH:
+        return EPOCH
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r}: give a number of steps or 'epoch'") from None
+
+
 def parse_betas(text: str) -> tuple[float, float]:
     """"0.9,0.999" -> (0.9, 0.999), both in [0, 1)."""
     try:
@@ -130,7 +150,14 @@ class TrainConfig:
     seed: int = option(0, "seed for init, data order and masking")
     max_length: int | None = option(None, "tokens per sequence, longer texts are truncated; recorded so that "
                                     "--resume can check it continues the same run")
-    eval_every: int = option(0, "evaluate every N steps, 0 = only at the end")
+    eval_every: int | str = option(0, "evaluate every N steps, or 'epoch': at the end of every epoch; 0 = only "
+                                   "at the end", type=parse_every, metavar="N|epoch")
+    metric: str | None = option(None, "the evaluation number that picks best/ and that --patience watches: "
+                                "accuracy, macro_f1 or eval_loss for classify (default accuracy); accuracy, "
+                                "eval_loss or perplexity for mlm (default eval_loss). Losses and perplexity are "
+                                "better lower, the others higher", metavar="NAME")
+    patience: int = option(0, "early stopping: stop after N evaluations in a row without improvement of --metric; "
+                           "needs evaluation data and --eval-every. 0 = off", metavar="N")
     save_every: int = option(0, "checkpoint every N steps, 0 = only the final model")
     keep_checkpoints: int = option(2, "keep the last K checkpoint folders")
     accept_changed_run: bool = option(False, "let --resume continue although the training file, task, batch "
@@ -140,7 +167,9 @@ class TrainConfig:
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     compile: bool = option(False, "torch.compile the model: pays off on GPUs for runs of many steps; on CPU the "
                            "compile time rarely pays back")
-    progress: bool = option(True, "show a progress bar")
+    progress: bool = option(True, "show progress bars (training, evaluation, tokenizing large files)")
+    plot: bool = option(True, "write curves.png (training loss, learning rate and eval metrics against step) at the "
+                        "end; needs matplotlib: pip install 'minibert[plot]'")
 
 
 def capture_rng() -> dict:
@@ -237,10 +266,18 @@ class Trainer:
                               "max_length": cfg.max_length, "world_size": self.world, **(data_signature or {})}
         if len(self.sampler) == 0:
             raise TrainingError(f"the training data ({len(train_data)} examples) gives no batch on this process")
-        steps_per_epoch = math.ceil(len(self.sampler) / cfg.grad_accum)
-        self.total_steps = cfg.max_steps if cfg.max_steps else steps_per_epoch * cfg.epochs
+        self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.grad_accum)
+        self.total_steps = cfg.max_steps if cfg.max_steps else self.steps_per_epoch * cfg.epochs
         if self.total_steps < 1:
             raise TrainingError("nothing to train: set --epochs or --max-steps to at least 1")
+        self.metric = task.check_metric(cfg.metric)  # what picks best/ and what --patience watches
+        if cfg.patience < 0:
+            raise TrainingError(f"--patience {cfg.patience}: must be at least 0")
+        if cfg.patience and not eval_data:
+            raise TrainingError(f"--patience {cfg.patience} needs evaluation data: add --eval FILE or --eval-split")
+        if cfg.patience and not cfg.eval_every:
+            raise TrainingError(f"--patience {cfg.patience} needs evaluations during training: add --eval-every N "
+                                f"or --eval-every epoch")
 
         self.optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.adam_betas,
                                eps=cfg.adam_eps)
@@ -259,6 +296,9 @@ class Trainer:
         self.tokens_seen = 0  # real (non-padding) tokens trained on so far, all ranks
         self.position = (0, 0)  # (epoch, next micro-batch in that epoch)
         self.best: dict | None = None
+        self.evals_since_best = 0  # evaluations in a row without improvement, for --patience
+        self.stop_reason: str | None = None  # set when --patience ends training early
+        self.last_eval: dict | None = None
         self.first_bad_step = torch.tensor(-1, device=self.device)  # first step whose loss was inf/nan
         self._saving = False  # a save in progress: signals wait for it (see _critical)
         self._pending_signal: int | None = None
@@ -342,7 +382,19 @@ class Trainer:
         if self.eval_collate_state is not None:  # the same masks at every evaluation
             self.eval_collate.load_state_dict(self.eval_collate_state)
         return evaluate(self.model, self.eval_data, self.eval_collate, self.cfg.batch_size * 2, self.device,
-                        self.task.metrics(self.model.config), self.precision)
+                        self.task.metrics(self.model.config), self.precision,
+                        progress=self.cfg.progress and self.is_main)
+
+    def is_eval_step(self) -> bool:
+        """An evaluation during training after this step (the last step's comes after the loop)."""
+        every = self.steps_per_epoch if self.cfg.eval_every == EPOCH else self.cfg.eval_every
+        return bool(self.eval_data) and bool(every) and self.step_count % every == 0 \
+            and self.step_count < self.total_steps
+
+    def _say(self, message: str) -> None:
+        """self.log, with any progress bar cleared first and redrawn below the line."""
+        with tqdm.external_write_mode():
+            self.log(message)
 
     # ------------------------------------------------------------------ signals
 
@@ -357,7 +409,7 @@ class Trainer:
         def handler(signum, frame):
             if self._saving:  # never abandon a save half-way: stop once it is complete
                 self._pending_signal = signum
-                self.log(f"{signal.Signals(signum).name}: finishing the save in progress, then stopping")
+                self._say(f"{signal.Signals(signum).name}: finishing the save in progress, then stopping")
                 return
             raise _Signal(signum)
 
@@ -416,6 +468,7 @@ class Trainer:
                 "rng": capture_rng(),
                 "collate": self.collate.state_dict() if hasattr(self.collate, "state_dict") else None,
                 "best": self.best,
+                "evals_since_best": self.evals_since_best,
                 "config": asdict(self.cfg),
                 "data": self.run_signature,
             }
@@ -514,6 +567,7 @@ class Trainer:
         self.tokens_seen = state.get("tokens_seen", 0)
         self.position = tuple(state["position"])
         self.best = state["best"]
+        self.evals_since_best = state.get("evals_since_best", 0)
 
     def find_resume(self, resume: str | bool) -> Path | None:
         """`True`: the latest complete checkpoint in the output folder (None if there is none);
@@ -591,7 +645,11 @@ class Trainer:
                         window_tokens += n_tok
                         window_steps += 1
                         bar.update(1)
-                        if self.step_count % cfg.log_every == 0 or self.step_count == self.total_steps:
+                        evaluated = self.is_eval_step()
+                        if evaluated:
+                            self.run_eval(metrics_file)
+                        stop = evaluated and self.should_stop()
+                        if self.step_count % cfg.log_every == 0 or self.step_count == self.total_steps or stop:
                             self.check_finite()
                             now = time.perf_counter()
                             last = {"step": self.step_count, "tokens": self.tokens_seen,
@@ -605,15 +663,16 @@ class Trainer:
                                 metrics_file.flush()
                             window_loss.zero_()
                             window_steps, window_tokens, window_start = 0, 0, now
-                        if self.eval_data and cfg.eval_every and self.step_count % cfg.eval_every == 0 \
-                                and self.step_count < self.total_steps:
-                            self.run_eval(metrics_file)
                         if cfg.save_every and self.step_count % cfg.save_every == 0:
                             self.save_checkpoint()
+                        if stop:
+                            break
                     self.check_finite()
                     elapsed = time.perf_counter() - start
                     bar.close()
-                    final_eval = self.run_eval(metrics_file) if self.eval_data else None
+                    final_eval = None
+                    if self.eval_data:  # after an early stop, the evaluation that stopped it is the final one
+                        final_eval = self.last_eval if self.stop_reason else self.run_eval(metrics_file)
                     if self.is_main:
                         self.save_model(self.output)
                 except KeyboardInterrupt as e:
@@ -633,24 +692,63 @@ class Trainer:
             bar.close()
         summary = {"steps": self.step_count, "seconds": round(elapsed, 2),
                    "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1), "final_train_loss": last.get("loss"),
-                   "eval": final_eval, "best_eval": self.best, "output": str(self.output)}
+                   "eval": final_eval, "best_eval": self.best, "output": str(self.output),
+                   "metric": self.metric if self.best else None,
+                   "best_step": self.best["step"] if self.best else None,
+                   "best_value": self.best[self.metric] if self.best else None,
+                   "stopped": self.stop_reason or f"reached the last step ({self.total_steps})"}
         if metrics_file:
             metrics_file.write(json.dumps({"summary": summary}) + "\n")
             metrics_file.close()
+        if self.is_main and self.cfg.plot:
+            self.plot_curves()
         return summary
 
+    def should_stop(self) -> bool:
+        """--patience: whether the evaluations since the best one are that many (the same answer on every rank)."""
+        stop = bool(self.cfg.patience) and self.evals_since_best >= self.cfg.patience
+        if self.world > 1:  # rank 0 decides, so that float noise never lets the ranks part ways
+            flag = torch.tensor(int(stop), device=self.device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag)
+        if stop:
+            self.stop_reason = (f"early stop at step {self.step_count}: {self.metric} did not improve for "
+                                f"{self.evals_since_best} evaluations (--patience {self.cfg.patience})")
+            self._say(self.stop_reason)
+        return stop
+
+    def plot_curves(self) -> None:
+        """curves.png from metrics.jsonl; without matplotlib one line says how to get it."""
+        from .plots import PlotUnavailable, plot_run
+
+        try:
+            path = plot_run(self.output)
+        except PlotUnavailable as e:
+            self.log(f"curves.png skipped: {e}")
+        except (OSError, ValueError) as e:  # the model is saved: a picture that fails must not fail the run
+            self.log(f"curves.png not written: {e}")
+        else:
+            self.log(f"wrote {path}")
+
     def run_eval(self, metrics_file) -> dict:
+        """Evaluate, save best/ if --metric improved, log the summary numbers in one line and every number
+        (the classification report too) in metrics.jsonl."""
+        self.check_finite()  # a model whose loss diverged is neither measured nor saved as best/
         metrics = self.evaluate()
         metrics["step"] = self.step_count
         metrics["tokens"] = self.tokens_seen
-        if self.task.is_better(metrics, self.best):
+        if self.task.is_better(metrics, self.best, self.metric):
             self.best = dict(metrics)
+            self.evals_since_best = 0
             if self.is_main:
                 self.save_model(self.output / "best")
+        else:
+            self.evals_since_best += 1
+        self.last_eval = metrics
         if metrics_file:
             metrics_file.write(json.dumps({"eval": metrics}) + "\n")
             metrics_file.flush()
-        self.log("eval @ step {}: {}".format(self.step_count, ", ".join(
+        self._say("eval @ step {}: {}".format(self.step_count, ", ".join(
             f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-            if k not in ("step", "tokens") and not isinstance(v, dict))))  # per_label: metrics.jsonl only
+            if k not in ("step", "tokens") and not isinstance(v, (dict, list)))))
         return metrics

@@ -432,3 +432,92 @@ def test_a_signal_saves_a_checkpoint_that_resume_continues(work, sig, status):
     assert resumed.returncode == 0, resumed.stderr
     assert_names(resumed.stdout, f"resumed from {Path(out) / f'checkpoint-{step}'} at step {step}",
                  f"saved the model to {out} after {step + 2} steps")
+
+
+# ------------------------------------------------------------------------------------- evaluation reports
+
+
+def test_classify_eval_prints_the_report_and_the_confusion_matrix(work, clf):
+    proc = call(PREDICT, "--model", "clf", "--eval", "reviews_test.jsonl", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    as_json = call(PREDICT, "--model", "clf", "--eval", "reviews_test.jsonl", "--json", cwd=work)
+    m = json.loads(as_json.stdout)
+    assert m["labels"] == ["bad", "good"] and list(m["report"]) == ["bad", "good"]
+    assert [r["support"] for r in m["report"].values()] == [10, 10]  # reviews(20): 10 of each
+    assert sum(map(sum, m["confusion"])) == 20 and [sum(row) for row in m["confusion"]] == [10, 10]
+    (bad_bad, bad_good), (good_bad, good_good) = m["confusion"]
+    assert m["report"]["good"]["recall"] == good_good / 10 and m["accuracy"] == (bad_bad + good_good) / 20
+    lines = proc.stdout.splitlines()
+    assert lines[0] == (f"reviews_test.jsonl: 20 examples, accuracy {m['accuracy']:.4f}, "
+                        f"macro-F1 {m['macro_f1']:.4f}")
+    assert lines[1] == "label  precision  recall      f1  support"
+    for line, (name, r) in zip(lines[2:4], m["report"].items(), strict=True):
+        assert line.split() == [name, f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}",
+                                str(r["support"])]
+    assert lines[5] == "confusion matrix (rows: true label, columns: predicted)"
+    assert [line.split() for line in lines[6:9]] == [["bad", "good"], ["bad", str(bad_bad), str(bad_good)],
+                                                     ["good", str(good_bad), str(good_good)]]
+
+
+def test_training_records_the_report_and_names_the_best_step(work, clf):
+    proc, folder = clf
+    evals = [line for line in proc.stdout.splitlines() if line.startswith("eval @ step")]
+    assert evals and all("report" not in line and "confusion" not in line for line in evals)  # one line each
+    assert_names(proc.stdout, "best:      step 60, accuracy", "stopped:   reached the last step (60)")
+    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    ev = [r["eval"] for r in records if "eval" in r][-1]
+    assert set(ev["report"]) == {"bad", "good"} and sum(map(sum, ev["confusion"])) == 4  # the 4 held out
+    assert records[-1]["summary"]["best_step"] == 60 and records[-1]["summary"]["metric"] == "accuracy"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "curves.png skipped" in proc.stdout
+    else:
+        data = (folder / "curves.png").read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_eval_every_epoch_and_metric_flags(work):
+    # 36 training lines in batches of 8: 5 steps an epoch
+    proc = call(TRAIN, "--task", "classify", *TINY, "--train", "reviews.jsonl", "--eval-split", "0.1",
+                "--output", "clf-epochs", "--epochs", "2", "--batch-size", "8", "--eval-every", "epoch",
+                "--metric", "macro_f1", "--no-plot", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    steps = [line.split(":")[0] for line in proc.stdout.splitlines() if line.startswith("eval @ step")]
+    assert steps == ["eval @ step 5", "eval @ step 10"]
+    best = r"^best:      step (5|10), macro_f1 \d\.\d{4} \(clf-epochs/best\)$"
+    assert re.search(best, proc.stdout, re.M), proc.stdout
+    assert not (work / "clf-epochs" / "curves.png").exists()
+
+
+def test_confusion_png(work, clf, monkeypatch):
+    pytest.importorskip("matplotlib")
+    proc = call(PREDICT, "--model", "clf", "--eval", "reviews_test.jsonl", "--confusion-png", "confusion.png",
+                cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "wrote confusion.png"
+    data = (work / "confusion.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the extra were not installed
+    proc = call(PREDICT, "--model", "clf", "--eval", "reviews_test.jsonl", "--confusion-png", "none.png", cwd=work)
+    assert_names(error_line(proc), "--confusion-png needs matplotlib", "pip install 'minibert[plot]'")
+    assert not (work / "none.png").exists()
+
+
+@pytest.mark.parametrize("script, flags, expected", [
+    (TRAIN, ["--metric", "macro_f1", "--eval-split", "0.2"],
+     ["--metric macro_f1", "--task mlm", "accuracy, eval_loss, perplexity"]),
+    (TRAIN, ["--metric", "accuracy"], ["--metric accuracy", "--eval FILE"]),
+    (TRAIN, ["--patience", "2", "--eval-every", "1"], ["--patience 2", "--eval FILE"]),
+    (TRAIN, ["--patience", "2", "--eval-split", "0.2"], ["--patience 2", "--eval-every"]),
+    (TRAIN, ["--patience", "-1"], ["--patience -1", "at least 0"]),
+    (PREDICT, ["--eval", "corpus.jsonl", "--confusion-png", "c.png"], ["--confusion-png", "classification"]),
+])
+def test_bad_model_selection_flags(work, mlm, script, flags, expected):
+    if script == TRAIN:
+        proc = call(TRAIN, *TINY, "--train", "corpus.jsonl", "--output", "out-selection", "--max-steps", "1", *flags,
+                    cwd=work)
+        assert not (work / "out-selection").exists()
+    else:
+        proc = call(PREDICT, "--model", "mlm", *flags, cwd=work)
+    assert_names(error_line(proc), *expected)

@@ -397,3 +397,16 @@ def test_length_grouped_sampler():
     assert len(flat) == len(set(flat))
     with pytest.raises(ValueError, match="rank must be in"):
         LengthGroupedSampler(lengths, 16, num_replicas=2, rank=2)
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_tokenizing_many_texts_shows_a_bar_only_when_asked(tok, capsys, progress):
+    from minibert.data.features import PROGRESS_MIN_TEXTS
+
+    texts = ["w1 w2 w3"] * (PROGRESS_MIN_TEXTS + 1)
+    features = tokenize_texts(tok, texts, max_length=8, progress=progress)
+    assert len(features) == len(texts)
+    err = capsys.readouterr().err
+    assert ("tokenizing" in err) if progress else err == ""
+    tokenize_texts(tok, texts[:100], max_length=8, progress=True)  # a few texts: no bar even when asked
+    assert capsys.readouterr().err == ""

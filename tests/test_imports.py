@@ -17,8 +17,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "minibert"
-TORCH_FREE = ["minibert", "minibert.config", "minibert.files", "minibert.data", "minibert.data.readers",
-              "minibert.data.features"]
+TORCH_FREE = ["minibert", "minibert.config", "minibert.files", "minibert.plots", "minibert.data",
+              "minibert.data.readers", "minibert.data.features"]
 
 
 def module_name(path: Path) -> str:

@@ -102,3 +102,19 @@ def test_classifier_predicts_with_the_truncation_it_was_trained_with(tok, tmp_pa
         want = model(**pad_batch([head_tail(full, 40)], tok.pad_token_id)).logits.softmax(-1)[0, 0].item()
         head_only = model(**tok([text], max_length=40)).logits.softmax(-1)[0, 0].item()
     assert abs(got - want) < 1e-6 and abs(got - head_only) > 1e-3, (got, want, head_only)
+
+
+def test_metric_names_and_which_way_is_better():
+    mlm, clf = MaskedLM(), SequenceClassification()
+    assert mlm.check_metric(None) == "eval_loss" and clf.check_metric(None) == "accuracy"
+    assert mlm.metric_names == ("accuracy", "eval_loss", "perplexity")
+    assert clf.metric_names == ("accuracy", "macro_f1", "eval_loss")
+    assert clf.check_metric("macro_f1") == "macro_f1"
+    with pytest.raises(ValueError, match=r"--metric macro_f1: not a metric of --task mlm; use one of accuracy, "
+                                         r"eval_loss, perplexity"):
+        mlm.check_metric("macro_f1")
+    # the chosen metric, not the task's default, decides; its name says which way is better
+    assert mlm.is_better({"accuracy": 0.6, "eval_loss": 9.0}, {"accuracy": 0.5, "eval_loss": 1.0}, "accuracy")
+    assert not mlm.is_better({"perplexity": 9.0}, {"perplexity": 3.0}, "perplexity")
+    assert clf.is_better({"eval_loss": 0.2, "accuracy": 0.1}, {"eval_loss": 0.3, "accuracy": 0.9}, "eval_loss")
+    assert not clf.is_better({"macro_f1": 0.5}, {"macro_f1": 0.5}, "macro_f1")  # a tie is no improvement

@@ -299,3 +299,82 @@ def test_resume_refuses_a_state_file_with_pickled_code(tok, features, tmp_path):
     assert message.startswith(f"{state_file}: refused") and "\n" not in message
     assert len(message.replace(str(state_file), "")) < 150
     assert not marker.exists()
+
+
+def scripted_run(tok, features, tmp_path, scores: list[dict], **kw) -> tuple[Trainer, list[str], list[int]]:
+    """A masked-LM run whose evaluations return `scores` in turn (the model's own numbers never count):
+    what picks best/ and what stops training, alone. A checkpoint every step, all kept, to compare best/ with.
+    Returns the trainer, its log lines and the steps at which it evaluated."""
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_config(tok.vocab_size, dropout=0.0))
+    cfg = dict(output=str(tmp_path), batch_size=4, lr=1e-3, precision="fp32", device="cpu", progress=False,
+               log_every=1, save_every=1, keep_checkpoints=100, plot=False)
+    logs: list[str] = []
+    trainer = Trainer(model, TrainConfig(**{**cfg, **kw}), MaskedLM(), features, MaskingCollator(tok, seed=0),
+                      eval_data=features[:4], tokenizer=tok, log=logs.append)
+    script, steps = iter(scores), []
+
+    def evaluate():
+        steps.append(trainer.step_count)
+        return dict(next(script))
+
+    trainer.evaluate = evaluate
+    return trainer, logs, steps
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_patience_stops_after_n_evaluations_without_improvement(tok, features, tmp_path):
+    # evaluations at steps 2, 4, 6, 8: accuracy 0.5, 0.7 (best), 0.6, 0.7 (a tie is no improvement): the
+    # 2nd evaluation in a row without improvement is step 8's, so training stops there, not at step 40
+    scores = [{"accuracy": a, "eval_loss": 1.0} for a in (0.5, 0.7, 0.6, 0.7, 0.9, 0.9)]
+    trainer, logs, steps = scripted_run(tok, features, tmp_path, scores, max_steps=40, eval_every=2, patience=2,
+                                        metric="accuracy", log_every=5)
+    summary = trainer.train()
+    assert steps == [2, 4, 6, 8]  # and no extra evaluation after the stop
+    assert summary["steps"] == 8 and summary["best_step"] == 4 and summary["metric"] == "accuracy"
+    assert summary["best_value"] == 0.7 and summary["eval"]["step"] == 8
+    assert summary["stopped"] == "early stop at step 8: accuracy did not improve for 2 evaluations (--patience 2)"
+    assert summary["stopped"] in logs
+    assert _same_weights(tmp_path / "best", tmp_path / "checkpoint-4")
+    assert _same_weights(tmp_path, tmp_path / "checkpoint-8")  # the final model is the last step's
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["summary"]["stopped"] == summary["stopped"] and records[-1]["summary"]["best_step"] == 4
+    assert [r["step"] for r in records if "loss" in r] == [5, 8]  # the stopping step's training loss too
+
+
+@pytest.mark.parametrize("metric, best_step", [("eval_loss", 8), ("accuracy", 2), (None, 8)])
+def test_metric_picks_best(tok, features, tmp_path, metric, best_step):
+    # eval_loss lowest at step 8, accuracy highest at step 2; masked LM picks by eval_loss by default
+    scores = [{"eval_loss": loss, "accuracy": acc} for loss, acc in ((3.0, 0.9), (2.0, 0.1), (2.5, 0.1),
+                                                                      (1.5, 0.2), (1.8, 0.3))]
+    trainer, _, steps = scripted_run(tok, features, tmp_path, scores, max_steps=10, eval_every=2, metric=metric)
+    summary = trainer.train()
+    assert steps == [2, 4, 6, 8, 10] and summary["stopped"] == "reached the last step (10)"
+    assert summary["best_step"] == best_step and summary["metric"] == (metric or "eval_loss")
+    assert _same_weights(tmp_path / "best", tmp_path / f"checkpoint-{best_step}")
+
+
+def test_eval_every_epoch(tok, features, tmp_path):
+    # 12 sentences in batches of 4: 3 steps an epoch; the last epoch's evaluation is the final one
+    scores = [{"eval_loss": 1.0, "accuracy": 0.0}] * 3
+    trainer, _, steps = scripted_run(tok, features, tmp_path, scores, epochs=3, eval_every="epoch")
+    trainer.train()
+    assert steps == [3, 6, 9]
+
+
+@pytest.mark.parametrize("kw, eval_data, message", [
+    (dict(patience=2, eval_every=2), False, "--patience 2 needs evaluation data"),
+    (dict(patience=2), True, "--patience 2 needs evaluations during training: add --eval-every"),
+    (dict(metric="macro_f1"), True, "--metric macro_f1: not a metric of --task mlm"),
+])
+def test_model_selection_settings_that_cannot_work(tok, features, tmp_path, kw, eval_data, message):
+    cfg = TrainConfig(output=str(tmp_path), max_steps=2, device="cpu", progress=False, **kw)
+    with pytest.raises((TrainingError, ValueError), match=message):
+        Trainer(BertForMaskedLM(tiny_config(tok.vocab_size)), cfg, MaskedLM(), features, MaskingCollator(tok),
+                eval_data=features[:4] if eval_data else None, tokenizer=tok)

@@ -14,6 +14,10 @@ Whole-word masking
     one unit. Any segmenter works (jieba, pkuseg, LAC); unsegmented lines would be one "word" each,
     which load_mlm_features rejects.
 
+Progress
+    tokenize_texts (and load_mlm_features) show a bar on stderr with progress=True when there are
+    more than PROGRESS_MIN_TEXTS texts; fewer take well under a second.
+
 Imports no torch; the tokenizer is passed in.
 """
 
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .readers import DataError, Example, read_texts
 
@@ -42,11 +47,18 @@ def _feature(enc) -> dict[str, np.ndarray]:
     }
 
 
+PROGRESS_MIN_TEXTS = 10_000  # tokenize_texts shows a progress bar above this many texts
+
+
 def tokenize_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int | None = None,
-                   whole_word_mask: bool = False, chunk_size: int = 4096) -> list[dict[str, np.ndarray]]:
+                   whole_word_mask: bool = False, chunk_size: int = 4096,
+                   progress: bool = False) -> list[dict[str, np.ndarray]]:
     """One feature per text, truncated to max_length. whole_word_mask: words are the whitespace-split
-    words of the text (see the module docstring), not the tokenizer's own word boundaries."""
+    words of the text (see the module docstring), not the tokenizer's own word boundaries.
+    progress: a bar on stderr when there are more than PROGRESS_MIN_TEXTS texts."""
     features = []
+    bar = tqdm(total=len(texts), desc="tokenizing", unit="texts", leave=False, dynamic_ncols=True,
+               disable=not progress or len(texts) <= PROGRESS_MIN_TEXTS)
     # encode_batch runs on all cores; chunks keep only a few thousand Encoding objects alive at once.
     for start in range(0, len(texts), chunk_size):
         chunk = texts[start : start + chunk_size]
@@ -54,6 +66,8 @@ def tokenize_texts(tokenizer: Tokenizer, texts: Sequence[str], max_length: int |
             chunk = [t.split() for t in chunk]
         features += map(_feature, tokenizer.encode_batch(chunk, max_length=max_length,
                                                          is_pretokenized=whole_word_mask))
+        bar.update(len(chunk))
+    bar.close()
     return features
 
 
@@ -139,16 +153,18 @@ def pack_features(features: Sequence[dict], max_length: int) -> list[dict[str, n
 
 
 def load_mlm_features(path: str | Path, tokenizer: Tokenizer, max_length: int, whole_word_mask: bool = False,
-                      group: bool = False, text_column: str = "text") -> list[dict[str, np.ndarray]]:
-    """read_texts + tokenize_texts (+ group_texts when group=True): the MLM dataset of a file."""
+                      group: bool = False, text_column: str = "text",
+                      progress: bool = False) -> list[dict[str, np.ndarray]]:
+    """read_texts + tokenize_texts (+ group_texts when group=True): the MLM dataset of a file.
+    progress: a bar while tokenizing a file of many texts (see tokenize_texts)."""
     texts = read_texts(path, text_column)
     if whole_word_mask and not any(len(t.split()) > 1 for t in texts):
         raise DataError(f"{path}: whole-word masking takes words from spaces, but no line has two words; "
                         "segment the text first (e.g. '诸葛 亮 是 丞相') or turn whole-word masking off")
     if group:
-        features = tokenize_texts(tokenizer, texts, None, whole_word_mask)
+        features = tokenize_texts(tokenizer, texts, None, whole_word_mask, progress=progress)
         return group_texts(features, max_length, tokenizer.cls_token_id, tokenizer.sep_token_id)
-    return tokenize_texts(tokenizer, texts, max_length, whole_word_mask)
+    return tokenize_texts(tokenizer, texts, max_length, whole_word_mask, progress=progress)
 
 
 TRUNCATIONS = ("head", "head+tail")
