@@ -933,7 +933,16 @@ def evaluate_classifier_file(pipe, args) -> dict:
     SequenceClassification.check_fits(examples, pipe.problem_type, "the model's config.json", args.eval)
     label2id = {name: i for i, name in enumerate(pipe.labels)}
     pairs = [e.text_pair for e in examples] if any(e.text_pair for e in examples) else None
-    results = pipe([e.text for e in examples], pairs, batch_size=args.batch_size, threshold=args.threshold)
+    from tqdm.auto import tqdm
+
+    results = []
+    with tqdm(total=len(examples), desc="eval", unit="text", leave=False, dynamic_ncols=True,
+              disable=not args.progress or len(examples) <= FEW_TEXTS) as bar:
+        for s in range(0, len(examples), args.batch_size):
+            chunk = slice(s, s + args.batch_size)
+            results += pipe([e.text for e in examples[chunk]], pairs[chunk] if pairs else None,
+                            batch_size=args.batch_size, threshold=args.threshold)
+            bar.update(len(examples[chunk]))
     if pipe.problem_type == "regression":
         errors = [(r.value - float(e.label)) ** 2 for r, e in zip(results, examples)]
         return {"examples": len(examples), "mse": sum(errors) / len(errors)}

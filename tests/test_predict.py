@@ -186,8 +186,22 @@ def test_progress_bar_for_many_texts(work, clf):
     assert f"{cli.FEW_TEXTS + 1}/{cli.FEW_TEXTS + 1}" in shown.stderr
     quiet = call(PREDICT, "--model", "clf", "--file", "many.txt", "--output", "many.jsonl", "--no-progress", cwd=work)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
-    few = call(PREDICT, "--model", "clf", "--file", "in.json", "--output", "few.jsonl", cwd=work)
+    (work / "few.json").write_text(json.dumps(["好", "坏"]), encoding="utf-8")
+    few = call(PREDICT, "--model", "clf", "--file", "few.json", "--output", "few.jsonl", cwd=work)
     assert few.returncode == 0 and few.stderr == "", few.stderr
+
+
+def test_progress_bar_for_a_classifier_eval_of_many_texts(work, clf):
+    write_jsonl(work / "many_eval.jsonl", [{"text": "好" * (1 + i % 5), "label": "good"}
+                                           for i in range(cli.FEW_TEXTS + 1)])
+    shown = call(PREDICT, "--model", "clf", "--eval", "many_eval.jsonl", "--json", "--batch-size", "16", cwd=work)
+    assert shown.returncode == 0, shown.stderr
+    assert f"eval:   0%|          | 0/{cli.FEW_TEXTS + 1}" in shown.stderr  # the bar clears itself when done
+    quiet = call(PREDICT, "--model", "clf", "--eval", "many_eval.jsonl", "--json", "--batch-size", "16",
+                 "--no-progress", cwd=work)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert json.loads(quiet.stdout) == json.loads(shown.stdout)  # batches of 16 or one call: the same numbers
+    assert json.loads(shown.stdout)["examples"] == cli.FEW_TEXTS + 1
 
 
 # ------------------------------------------------------------------------------------- the model card
