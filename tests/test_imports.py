@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "minibert"
-TORCH_FREE = ["minibert", "minibert.config", "minibert.files", "minibert.plots", "minibert.data",
+TORCH_FREE = ["minibert", "minibert.config", "minibert.files", "minibert.lock", "minibert.plots", "minibert.data",
               "minibert.data.readers", "minibert.data.features"]
 
 
