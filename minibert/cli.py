@@ -493,7 +493,7 @@ def _train(args, rank: int, world: int) -> int:
 
 def _show_metrics(metrics: dict) -> str:
     return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in metrics.items() if k not in ("step", "tokens") and not isinstance(v, dict))
+                     for k, v in metrics.items() if k not in ("step", "tokens") and not isinstance(v, (dict, list)))
 
 
 def _write_model_card(args, source: str, data, n_tokens: int, summary: dict, batch: int, max_length: int) -> None:

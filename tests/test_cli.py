@@ -461,8 +461,9 @@ def test_classify_eval_prints_the_report_and_the_confusion_matrix(work, clf):
 
 def test_training_records_the_report_and_names_the_best_step(work, clf):
     proc, folder = clf
-    evals = [line for line in proc.stdout.splitlines() if line.startswith("eval @ step")]
-    assert evals and all("report" not in line and "confusion" not in line for line in evals)  # one line each
+    evals = [line for line in proc.stdout.splitlines() if line.startswith(("eval @ step", "final eval:"))]
+    assert len(evals) >= 2 and all("report" not in line and "confusion" not in line and "labels" not in line
+                                   for line in evals)  # one line each, the summary numbers only
     assert_names(proc.stdout, "best:      step 60, accuracy", "stopped:   reached the last step (60)")
     records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     ev = [r["eval"] for r in records if "eval" in r][-1]

@@ -1,0 +1,82 @@
+"""A candidate dropout (a torch.rand mask, one multiply) against torch's nn.Dropout (a Bernoulli draw
+per element), which minibert uses: is the cheaper mask worth replacing torch's kernel?
+
+Two readings, each variant interleaved with the other round after round, medians reported:
+    op     forward + backward of one dropout on the hidden states of a batch (p 0.1, fp32)
+    step   a whole zh-small training step (train_throughput.py's: forward, backward, AdamW), the
+           same model with its hidden-state nn.Dropout modules turned into the candidate for the
+           other variant (attention dropout stays inside SDPA for both)
+
+    .venv/bin/python bench/dropout.py [--rounds 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from common import environment
+from torch import nn
+from train_throughput import build, make_batch, train_step
+
+
+class RandDropout(nn.Dropout):
+    """Each element kept with probability 1 - p and scaled by 1 / (1 - p), as nn.Dropout, from
+    torch.rand compared with p."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * torch.rand_like(x).ge_(self.p).mul_(1 / (1 - self.p))
+
+
+def median_ms(fns: dict, rounds: int, reps: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    names = list(fns)
+    for f in fns.values():
+        f()
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            for _ in range(reps):
+                fns[name]()
+            times[name].append((time.perf_counter() - start) / reps * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    env = environment(torch.device("cpu"))
+    print(f"torch {env['torch']}, {env['device']}, {env['threads']} threads, load average "
+          f"{env['load_average'][0]:.2f}")
+    for shape in [(32 * 128, 256), (8 * 128, 768)]:
+        x = torch.randn(*shape, requires_grad=True)
+        g = torch.randn(*shape)
+        ours, theirs = RandDropout(0.1).train(), nn.Dropout(0.1).train()
+        res = median_ms({"rand mask": lambda: ours(x).backward(g),
+                         "torch nn.Dropout": lambda: theirs(x).backward(g)}, args.rounds, 10)
+        print(f"op {shape}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in res.items())
+              + f"; ratio {res['torch nn.Dropout'] / res['rand mask']:.2f}x")
+    device = torch.device("cpu")
+    model, optimizer = build("minibert", "zh-small", device)
+    batch = make_batch("zh-small", 32, 128, device)
+    drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+
+    def use(cls):
+        def step():
+            for m in drops:
+                m.__class__ = cls
+            train_step(model, optimizer, batch, device, "fp32")
+        return step
+
+    res = median_ms({"rand mask": use(RandDropout), "torch nn.Dropout": use(nn.Dropout)}, args.rounds, 2)
+    print("zh-small step, batch 32 x 128, dropout 0.1: " + ", ".join(f"{k} {v:.0f} ms" for k, v in res.items())
+          + f"; ratio {res['torch nn.Dropout'] / res['rand mask']:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
