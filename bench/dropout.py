@@ -1,13 +1,13 @@
-"""A candidate dropout (a torch.rand mask, one multiply) against torch's nn.Dropout (a Bernoulli draw
-per element), which minibert uses: is the cheaper mask worth replacing torch's kernel?
+"""minibert's Dropout (a torch.rand mask, one multiply; CPU fp32) against torch's nn.Dropout (a
+Bernoulli draw per element).
 
 Two readings, each variant interleaved with the other round after round, medians reported:
     op     forward + backward of one dropout on the hidden states of a batch (p 0.1, fp32)
     step   a whole zh-small training step (train_throughput.py's: forward, backward, AdamW), the
-           same model with its hidden-state nn.Dropout modules turned into the candidate for the
-           other variant (attention dropout stays inside SDPA for both)
+           same model with its Dropout modules turned into nn.Dropout for the other variant
+           (attention dropout stays inside SDPA for both)
 
-    .venv/bin/python bench/dropout.py [--rounds 7]
+    .venv/bin/python bench/dropout.py [--rounds 11]
 """
 
 from __future__ import annotations
@@ -21,15 +21,7 @@ from common import environment
 from torch import nn
 from train_throughput import build, make_batch, train_step
 
-
-class RandDropout(nn.Dropout):
-    """Each element kept with probability 1 - p and scaled by 1 / (1 - p), as nn.Dropout, from
-    torch.rand compared with p."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        return x * torch.rand_like(x).ge_(self.p).mul_(1 / (1 - self.p))
+from minibert.model import Dropout as RandDropout  # minibert's
 
 
 def median_ms(fns: dict, rounds: int, reps: int) -> dict[str, float]:
@@ -57,14 +49,14 @@ def main() -> None:
         x = torch.randn(*shape, requires_grad=True)
         g = torch.randn(*shape)
         ours, theirs = RandDropout(0.1).train(), nn.Dropout(0.1).train()
-        res = median_ms({"rand mask": lambda: ours(x).backward(g),
+        res = median_ms({"minibert Dropout": lambda: ours(x).backward(g),
                          "torch nn.Dropout": lambda: theirs(x).backward(g)}, args.rounds, 10)
         print(f"op {shape}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in res.items())
-              + f"; ratio {res['torch nn.Dropout'] / res['rand mask']:.2f}x")
+              + f"; ratio {res['torch nn.Dropout'] / res['minibert Dropout']:.2f}x")
     device = torch.device("cpu")
     model, optimizer = build("minibert", "zh-small", device)
     batch = make_batch("zh-small", 32, 128, device)
-    drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    drops = [m for m in model.modules() if isinstance(m, RandDropout)]
 
     def use(cls):
         def step():
@@ -73,9 +65,9 @@ def main() -> None:
             train_step(model, optimizer, batch, device, "fp32")
         return step
 
-    res = median_ms({"rand mask": use(RandDropout), "torch nn.Dropout": use(nn.Dropout)}, args.rounds, 2)
+    res = median_ms({"minibert Dropout": use(RandDropout), "torch nn.Dropout": use(nn.Dropout)}, args.rounds, 2)
     print("zh-small step, batch 32 x 128, dropout 0.1: " + ", ".join(f"{k} {v:.0f} ms" for k, v in res.items())
-          + f"; ratio {res['torch nn.Dropout'] / res['rand mask']:.3f}x")
+          + f"; ratio {res['torch nn.Dropout'] / res['minibert Dropout']:.3f}x")
 
 
 if __name__ == "__main__":

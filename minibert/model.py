@@ -41,6 +41,21 @@ class Output:
     n_targets: torch.Tensor | None = None
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with a cheaper mask on CPUs in fp32: torch.rand compared with p, then one multiply,
+    where torch's kernel draws a Bernoulli per element (bench/dropout.py: 1.4x for the op forward and
+    backward, about 1.07x for a whole zh-small step). The same distribution: each element kept with
+    probability 1 - p and scaled by 1 / (1 - p). Other devices and dtypes use torch's kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu" or x.dtype != torch.float32:
+            return super().forward(x)
+        if self.p == 1:
+            return x * 0
+        keep = torch.rand_like(x).ge_(self.p).mul_(1 / (1 - self.p))  # 0, or 1 / (1 - p)
+        return x * keep
+
+
 class Embeddings(nn.Module):
     def __init__(self, cfg: BertConfig):
         super().__init__()
@@ -48,7 +63,7 @@ class Embeddings(nn.Module):
         self.position = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size)
         self.token_type = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.drop = nn.Dropout(cfg.hidden_dropout_prob)
+        self.drop = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -103,7 +118,7 @@ class Layer(nn.Module):
         self.attn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.ffn = FeedForward(cfg)
         self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.drop = nn.Dropout(cfg.hidden_dropout_prob)
+        self.drop = Dropout(cfg.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attn_norm(x + self.drop(self.attn(x, mask)))
@@ -319,7 +334,7 @@ class BertForSequenceClassification(Pretrained, nn.Module):
         self.config = cfg
         self.bert = BertModel(cfg, add_pooler=True)
         p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
-        self.drop = nn.Dropout(p)
+        self.drop = Dropout(p)
         self.classifier = nn.Linear(cfg.hidden_size, cfg.num_labels)
         init_weights(self.classifier, cfg.initializer_range)
         self.register_buffer("class_weights", None, persistent=False)

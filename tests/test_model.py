@@ -218,3 +218,28 @@ def test_masked_lm_loss_reduces_over_targets_only():
 def test_config_rejects_bad_heads():
     with pytest.raises(ValueError, match="num_attention_heads"):
         BertConfig(hidden_size=30, num_attention_heads=4)
+
+
+def test_dropout_keeps_with_probability_1_minus_p_and_scales():
+    """minibert's CPU fp32 dropout (a torch.rand mask): over 2^20 elements the kept fraction is 0.9
+    within 5 standard errors (sqrt(0.09 / 2^20) = 0.0003), kept values are x / 0.9 exactly, the
+    gradient is the same mask, and eval mode, p = 0 and other dtypes behave as nn.Dropout."""
+    from minibert.model import Dropout
+
+    torch.manual_seed(0)
+    x = torch.randn(1024, 1024, requires_grad=True)
+    drop = Dropout(0.1).train()
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.9) < 5 * (0.09 / x.numel()) ** 0.5
+    torch.testing.assert_close(y[kept], (x / 0.9)[kept], rtol=1e-6, atol=0)
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, kept.float() / 0.9, rtol=1e-6, atol=0)
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+    half = x.detach().bfloat16()
+    assert abs((Dropout(0.1).train()(half) != 0).float().mean().item() - 0.9) < 0.01  # torch's kernel
+    torch.manual_seed(1)
+    a = drop.train()(x)
+    torch.manual_seed(1)
+    assert torch.equal(drop(x), a)  # drawn from torch's generator: seeded runs and resume repeat it
