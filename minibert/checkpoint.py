@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import BertConfig
-from .files import read_json
+from .files import read_json, replace_atomically
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -371,15 +371,8 @@ def save_pretrained(model: torch.nn.Module, folder: str | Path, tokenizer=None,
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in convert_to_hf(model).items()
     }
-    for name, write in ((SAFETENSORS_NAME, lambda path: save_file(state, str(path), metadata={"format": "pt"})),
-                        (CONFIG_NAME, cfg.to_json)):
-        tmp = folder / (name + ".tmp")
-        try:
-            write(tmp)
-        except BaseException:  # a full disk, a signal: no half-written file is left behind
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, folder / name)
+    replace_atomically(folder / SAFETENSORS_NAME, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    replace_atomically(folder / CONFIG_NAME, cfg.to_json)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
 

@@ -23,7 +23,7 @@ import typing
 import warnings
 from pathlib import Path
 
-from .files import read_lines
+from .files import read_lines, replace_atomically
 from .plots import INSTALL
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -492,8 +492,10 @@ def _train(args, rank: int, world: int) -> int:
 
 
 def _show_metrics(metrics: dict) -> str:
+    from .metrics import summary_numbers
+
     return ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                     for k, v in metrics.items() if k not in ("step", "tokens") and not isinstance(v, (dict, list)))
+                     for k, v in summary_numbers(metrics).items())
 
 
 def _write_model_card(args, source: str, data, n_tokens: int, summary: dict, batch: int, max_length: int) -> None:
@@ -527,13 +529,7 @@ def _write_model_card(args, source: str, data, n_tokens: int, summary: dict, bat
         *([f"python predict.py --model {out} --eval {args.eval}"] if args.eval else []),
         "```", "",
     ]
-    tmp = out / (MODEL_CARD + ".tmp")
-    try:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out / MODEL_CARD)
+    replace_atomically(out / MODEL_CARD, lambda tmp: tmp.write_text("\n".join(lines), encoding="utf-8"))
 
 
 def _write_train_args(args, task, tcfg) -> None:
@@ -895,12 +891,6 @@ def predict_command(argv: list[str] | None) -> int:
     if not items:
         raise UsageError("no text to classify; give texts, --file or --eval")
 
-    def batches():
-        for s in range(0, len(items), args.batch_size):
-            chunk = items[s:s + args.batch_size]
-            pairs = [e.text_pair for e in chunk] if any(e.text_pair for e in chunk) else None
-            yield pipe([e.text for e in chunk], pairs, batch_size=args.batch_size, threshold=args.threshold)
-
     def show(e, r) -> str:
         text = r.text + (f"\t{e.text_pair}" if e.text_pair else "")
         if not hasattr(r, "scores"):  # regression: the value, not a label
@@ -915,8 +905,16 @@ def predict_command(argv: list[str] | None) -> int:
     columns = ["text"] + (["text_pair"] if any(e.text_pair for e in items) else []) + ["prediction"] \
         + ([] if kind in ("regression", "multi_label_classification") else ["score"]) \
         + ([] if kind == "regression" else [f"prob_{label}" for label in pipe.labels]) + _gold_column(items)
-    _emit(args, items, batches(), show, _classify_record, columns, _classify_csv_row)
+    _emit(args, items, _classify_batches(pipe, items, args), show, _classify_record, columns, _classify_csv_row)
     return 0
+
+
+def _classify_batches(pipe, items: list, args):
+    """The classifier's results for `items` (readers.Example), --batch-size at a time."""
+    for s in range(0, len(items), args.batch_size):
+        chunk = items[s:s + args.batch_size]
+        pairs = [e.text_pair for e in chunk] if any(e.text_pair for e in chunk) else None
+        yield pipe([e.text for e in chunk], pairs, batch_size=args.batch_size, threshold=args.threshold)
 
 
 def evaluate_classifier_file(pipe, args) -> dict:
@@ -932,17 +930,14 @@ def evaluate_classifier_file(pipe, args) -> dict:
                              pair_column=args.pair_column, label_sep=args.label_sep)
     SequenceClassification.check_fits(examples, pipe.problem_type, "the model's config.json", args.eval)
     label2id = {name: i for i, name in enumerate(pipe.labels)}
-    pairs = [e.text_pair for e in examples] if any(e.text_pair for e in examples) else None
     from tqdm.auto import tqdm
 
     results = []
     with tqdm(total=len(examples), desc="eval", unit="text", leave=False, dynamic_ncols=True,
               disable=not args.progress or len(examples) <= FEW_TEXTS) as bar:
-        for s in range(0, len(examples), args.batch_size):
-            chunk = slice(s, s + args.batch_size)
-            results += pipe([e.text for e in examples[chunk]], pairs[chunk] if pairs else None,
-                            batch_size=args.batch_size, threshold=args.threshold)
-            bar.update(len(examples[chunk]))
+        for batch in _classify_batches(pipe, examples, args):
+            results += batch
+            bar.update(len(batch))
     if pipe.problem_type == "regression":
         errors = [(r.value - float(e.label)) ** 2 for r, e in zip(results, examples)]
         return {"examples": len(examples), "mse": sum(errors) / len(errors)}

@@ -1,4 +1,5 @@
-"""Reading text and JSON files, with errors that fit on one line: the file, the line, the fix.
+"""Reading text and JSON files, with errors that fit on one line: the file, the line, the fix; and
+writing a file so that a reader never finds half of it (replace_atomically).
 
 Text is UTF-8; a leading UTF-8 byte-order mark is dropped. A NUL byte is an error, not a character:
 text files hold none (BERT tokenizers would drop it silently), while binary and UTF-16 files are full
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import codecs
 import json
+import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark that Windows editors write
@@ -166,3 +168,16 @@ def read_json(path: str | Path, what: str = "", error: type[Exception] = ValueEr
         return parse_json(text, Path(path), error)
     except json.JSONDecodeError as e:
         raise error(f"{path}:{e.lineno}: {what}not valid JSON ({e.msg})") from None
+
+
+def replace_atomically(path: str | Path, write: Callable[[Path], object]) -> None:
+    """write(tmp) into `path`.tmp next to `path`, then rename it over `path`: a full disk or a signal
+    mid-write leaves the previous file as it was and no half-written one behind."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        write(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)

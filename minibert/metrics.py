@@ -31,6 +31,12 @@ if TYPE_CHECKING:
     from .model import Output
 
 
+def summary_numbers(metrics: dict) -> dict:
+    """The numbers of an evaluation that fit one printed line: not the step and token counters, not the
+    nested report, per-label numbers or confusion matrix (those go to metrics.jsonl)."""
+    return {k: v for k, v in metrics.items() if k not in ("step", "tokens") and not isinstance(v, (dict, list))}
+
+
 class MaskedLMMetrics:
     """Loss, perplexity and accuracy over the masked tokens."""
 

@@ -41,7 +41,7 @@ from .checkpoint import CheckpointError, convert_from_hf, pickled_global, read_w
 from .config import option
 from .data.sampler import LengthGroupedSampler
 from .lock import OutputLock
-from .metrics import evaluate
+from .metrics import evaluate, summary_numbers
 from .optim import AdamW, LossScaler, make_schedule, param_groups
 from .runtime import allow_tf32, autocast, resolve_device, resolve_precision
 
@@ -587,11 +587,10 @@ class Trainer:
         """Load the checkpoint `resume` names (see find_resume). With `True`, a broken latest checkpoint
         is skipped with a warning for the one before it; a named one that is broken is an error."""
         path = self.find_resume(resume)
-        if path is None or resume is not True:
-            if path is not None:
-                self.load_checkpoint(path)
+        if resume is not True:  # a named checkpoint: find_resume checked it is there
+            self.load_checkpoint(path)
             return path
-        candidates = list_checkpoints(self.output)[::-1]
+        candidates = list_checkpoints(self.output)[::-1]  # newest first; none: start from step 0
         for i, path in enumerate(candidates):
             try:
                 self.load_checkpoint(path)
@@ -749,6 +748,5 @@ class Trainer:
             metrics_file.write(json.dumps({"eval": metrics}) + "\n")
             metrics_file.flush()
         self._say("eval @ step {}: {}".format(self.step_count, ", ".join(
-            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
-            if k not in ("step", "tokens") and not isinstance(v, (dict, list)))))
+            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary_numbers(metrics).items())))
         return metrics
