@@ -55,6 +55,17 @@ def tiny_config(vocab_size: int, dropout: float | None = None, **overrides) -> B
     return BertConfig(**TINY_SHAPE, vocab_size=vocab_size, **overrides)
 
 
+def ids_batch(vocab_size=90, B=3, T=9, seed=0):
+    """(ids, attention_mask), both (B, T): random ids clear of the special ids 0..4, row 1 padded after 5."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (B, T), generator=g)
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[1, 5:] = 0
+    return ids, mask
+
+
 def vocab_tokenizer(folder: Path, tokens: list[str]):
     """A Tokenizer over exactly `tokens` (id = position), written to folder/vocab.txt."""
     from minibert.tokenizer import Tokenizer

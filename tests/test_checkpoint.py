@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import TINY_SHAPE, minilm_dir
+from conftest import TINY_SHAPE, ids_batch, minilm_dir
 from safetensors.torch import load_file, save_file
 
 from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
@@ -23,14 +23,6 @@ SENTENCES = [
     "Short",
     "Café naïve résumé, it's 2026!",
 ]
-
-
-def ids_batch(vocab_size=90, B=3, T=9, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab_size, (B, T), generator=g)
-    mask = torch.ones(B, T, dtype=torch.long)
-    mask[1, 5:] = 0
-    return ids, mask
 
 
 def test_minilm_hidden_states_match_transformers():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PREDICT, ROOT, TINY_ARGS, TINY_SHAPE, TRAIN, call, write_jsonl
+from conftest import PREDICT, ROOT, TINY_ARGS, TINY_SHAPE, TRAIN, call, ids_batch, write_jsonl
 from safetensors.torch import load_file
 from test_cli import assert_names, error_line
 
@@ -32,14 +32,6 @@ MULTI, SINGLE = "multi_label_classification", "single_label_classification"
 @pytest.fixture(scope="module")
 def tok() -> Tokenizer:
     return Tokenizer.from_vocab(ROOT / "vocab" / "zh.txt")
-
-
-def ids_batch(vocab_size=90, B=4, T=9, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab_size, (B, T), generator=g)
-    mask = torch.ones(B, T, dtype=torch.long)
-    mask[1, 5:] = 0
-    return ids, mask
 
 
 def perturbed(cfg: BertConfig) -> BertForSequenceClassification:
@@ -67,7 +59,7 @@ def test_transformers_loads_each_problem_type_with_the_same_logits_and_loss(tmp_
     assert ref.config.problem_type == problem
     labels = {"regression": torch.tensor([0.5, -1.0, 2.0, 3.5]), SINGLE: torch.tensor([0, 2, 1, 2]),
               MULTI: torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])}[problem]
-    ids, mask = ids_batch()
+    ids, mask = ids_batch(B=4)
     with torch.no_grad():
         r = ref(input_ids=ids, attention_mask=mask, labels=labels)
         o = ours(ids, mask, labels=labels)
@@ -85,7 +77,7 @@ def test_a_config_without_problem_type_is_inferred_as_transformers_does():
         BertConfig(problem_type="ranking")
     # the loss without problem_type: by num_labels, then by the labels' dtype (float multi-hot: multi-label)
     model = perturbed(BertConfig(**TINY_SHAPE, vocab_size=90, num_labels=3))
-    ids, mask = ids_batch()
+    ids, mask = ids_batch(B=4)
     hot = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
     with torch.no_grad():
         out = model(ids, mask, labels=hot)
@@ -96,7 +88,7 @@ def test_class_weighted_loss_is_the_weighted_mean_by_hand():
     model = perturbed(BertConfig(**TINY_SHAPE, vocab_size=90, num_labels=3))
     w = torch.tensor([0.5, 2.0, 4.0])
     model.set_class_weights(w)
-    ids, mask = ids_batch()
+    ids, mask = ids_batch(B=4)
     labels = torch.tensor([0, 2, 1, 2])
     with torch.no_grad():
         out = model(ids, mask, labels=labels)
