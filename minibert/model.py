@@ -86,7 +86,10 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.attn_dropout = cfg.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C), or (N, C) at `positions` (see select): every token is still a key
+        and a value, but the output projection runs for the selected queries only."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
         q = q.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -95,6 +98,8 @@ class SelfAttention(nn.Module):
         dropout = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        if positions is not None:
+            y = select(y, positions)  # (N, C)
         return self.proj(y)
 
 
@@ -120,10 +125,24 @@ class Layer(nn.Module):
         self.ffn_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.drop = Dropout(cfg.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attn_norm(x + self.drop(self.attn(x, mask)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C), or (N, C) at `positions`: the residual, both LayerNorms and the
+        feed-forward then run for those N tokens only."""
+        a = self.attn(x, mask, positions)
+        if positions is not None:
+            x = select(x, positions)
+        x = self.attn_norm(x + self.drop(a))
         x = self.ffn_norm(x + self.drop(self.ffn(x)))
         return x
+
+
+def select(h: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(B, T, ...) -> (N, ...) in row-major order. positions: a (B, T) boolean mask, or a (N, 2)
+    tensor of (row, column) indices."""
+    if positions.dtype == torch.bool:
+        return h[positions]
+    return h[positions[:, 0], positions[:, 1]]
 
 
 def attention_mask_for_sdpa(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -213,8 +232,15 @@ class BertModel(Pretrained, nn.Module):
         token_type_ids: torch.Tensor | None = None,
         *,
         sequence_ids: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, T) ids -> (B, T, C) last hidden state.
+        """(B, T) ids -> (B, T, C) last hidden state, or (N, C) at `positions` only.
+
+        positions: a (B, T) boolean mask or (N, 2) (row, column) indices of the tokens whose last
+        hidden state is wanted (the masked tokens for a masked-LM loss, [CLS] for a classifier). The
+        last layer then runs its output projection, residual, LayerNorms and feed-forward for those
+        N tokens only, while every token stays a key and a value of its attention: the same values
+        as selecting from the full output, for a fraction of the last layer's work.
 
         sequence_ids: (B, T) for rows that pack several sequences (0 = padding, k >= 1 = the k-th
         sequence of the row, each contiguous). Attention then stays within each sequence and
@@ -226,13 +252,16 @@ class BertModel(Pretrained, nn.Module):
         else:
             mask, position_ids = packed_mask_for_sdpa(sequence_ids), packed_position_ids(sequence_ids)
         x = self.embeddings(input_ids, token_type_ids, position_ids)
-        for layer in self.layers:
-            x = layer(x, mask)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, positions if i == last else None)
+        if positions is not None and last < 0:
+            x = select(x, positions)
         return x
 
     def pool(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) -> (B, C): the [CLS] vector through dense + tanh."""
-        return torch.tanh(self.pooler(hidden[:, 0]))
+        """(B, T, C) last hidden state, or (B, C) [CLS] vectors -> (B, C): [CLS] through dense + tanh."""
+        return torch.tanh(self.pooler(hidden[:, 0] if hidden.dim() == 3 else hidden))
 
 
 class MLMHead(nn.Module):
@@ -259,9 +288,10 @@ class BertForMaskedLM(Pretrained, nn.Module):
         self.config = cfg
         self.bert = BertModel(cfg, add_pooler=False)
         self.head = MLMHead(cfg)
-        # With labels, run the head only where labels != -100 (about 15% of tokens). The loss is
-        # the same as the dense head's; the vocabulary projection, the costliest matmul of a small
-        # model, shrinks by ~85%. Off only to compare against the dense head.
+        # With labels, run the head, and the last layer past its attention scores, only where
+        # labels != -100 (about 15% of tokens). The loss is the same as the dense head's; the
+        # vocabulary projection, the costliest matmul of a small model, and most of the last layer's
+        # matmuls shrink by ~85%. Off only to compare against the dense path.
         self.sparse_head = True
         init_weights(self.head, cfg.initializer_range)
 
@@ -283,18 +313,12 @@ class BertForMaskedLM(Pretrained, nn.Module):
         logits are (B, T, V), unless labels are given and `sparse_head` is on, in which case the
         positions are those with a label.
         """
-        h = self.bert(input_ids, attention_mask, token_type_ids, sequence_ids=sequence_ids)  # (B, T, C)
         if positions is None and labels is not None and self.sparse_head:
             positions = labels != -100
-        if positions is not None:
-            if positions.dtype == torch.bool:
-                h = h[positions]  # (N, C)
-                if labels is not None:
-                    labels = labels[positions]  # (N,)
-            else:
-                h = h[positions[:, 0], positions[:, 1]]  # (N, C)
-                if labels is not None:
-                    labels = labels[positions[:, 0], positions[:, 1]]  # (N,)
+        h = self.bert(input_ids, attention_mask, token_type_ids, sequence_ids=sequence_ids,
+                      positions=positions)  # (B, T, C), or (N, C) at the positions
+        if positions is not None and labels is not None:
+            labels = select(labels, positions)  # (N,)
         logits = self.head(h, self.bert.embeddings.word.weight)
         if labels is None:
             return Output(logits)
@@ -354,7 +378,9 @@ class BertForSequenceClassification(Pretrained, nn.Module):
     ) -> Output:
         """-> logits (B, num_labels); with labels (B,) classes or values, or (B, num_labels) multi-hot, the
         loss and n_targets, what it averages over (the sum of the class weights, when weighted)."""
-        h = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        cls = torch.zeros_like(input_ids, dtype=torch.bool)
+        cls[:, 0] = True
+        h = self.bert(input_ids, attention_mask, token_type_ids, positions=cls)  # (B, C): [CLS] only
         logits = self.classifier(self.drop(self.bert.pool(h)))  # (B, num_labels)
         if labels is None:
             return Output(logits)
@@ -398,12 +424,15 @@ def num_parameters(model: nn.Module) -> int:
 def flops_per_token(cfg: BertConfig, seq_len: int, mlm_fraction: float = 1.0) -> float:
     """Training FLOPs per token (forward + backward = 3x forward), counting matmuls only.
 
-    mlm_fraction is the share of positions the MLM head runs on (1.0 dense, ~0.15 sparse).
+    mlm_fraction is the share of positions the MLM head runs on (1.0 dense, ~0.15 sparse); the last
+    layer's output projection and feed-forward run on that share too (BertModel's `positions`).
     """
     C, L, FF, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
-    per_layer = 2 * (4 * C * C + 2 * C * FF) + 2 * 2 * seq_len * C  # projections + QK^T and AV
+    qkv_attention = 2 * 3 * C * C + 2 * 2 * seq_len * C  # Q, K, V projections + QK^T and AV
+    after_attention = 2 * (C * C + 2 * C * FF)  # output projection + feed-forward
+    last = qkv_attention + after_attention * mlm_fraction if L else 0
     head = 2 * (C * C + C * V) * mlm_fraction
-    return 3 * (L * per_layer + head)
+    return 3 * (max(L - 1, 0) * (qkv_attention + after_attention) + last + head)
 
 
 __all__ = [

@@ -158,6 +158,32 @@ def test_sparse_head_matches_dense_loss_and_grads():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("packed", [False, True])
+def test_last_layer_at_positions_equals_the_full_output_selected(packed):
+    """BertModel(positions=...) runs the last layer past attention for the selected tokens only; the
+    values and every parameter's gradient are those of the full output selected there."""
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(**TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
+    ids, mask, types = batch(seed=4)
+    kw = {"sequence_ids": torch.tensor([[1] * 4 + [2] * 5 + [0] * 2] * 3)} if packed else {}
+    where = torch.rand(ids.shape, generator=torch.Generator().manual_seed(3)) < 0.3
+    where[1, 0] = True
+    weights = torch.randn(int(where.sum()), TINY["hidden_size"])
+    results = []
+    for sparse in (True, False):
+        model.zero_grad()
+        h = model(ids, mask, types, positions=where, **kw) if sparse else model(ids, mask, types, **kw)[where]
+        (h * weights).sum().backward()
+        results.append((h.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    assert results[0][0].shape == (int(where.sum()), TINY["hidden_size"])
+    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=0)
+    assert results[0][1].keys() == results[1][1].keys()
+    for name, g in results[1][1].items():
+        torch.testing.assert_close(results[0][1][name], g, atol=1e-5, rtol=0, msg=name)
+    # (N, 2) indices select the same rows, in the same order
+    torch.testing.assert_close(model(ids, mask, types, positions=where.nonzero(), **kw), results[0][0])
+
+
 def test_positions_as_index_tensor_equal_boolean_mask():
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig(**TINY)).eval()
@@ -187,14 +213,18 @@ def test_tied_decoder_and_init():
 
 def test_flops_per_token_counts_the_models_matmuls():
     """2 FLOPs per weight of every matmul (the tied decoder included) plus attention's QK^T and AV,
-    times 3 for forward + backward; the MLM head's share scales with the positions it runs on."""
+    times 3 for forward + backward; the MLM head's share, and the last layer's after its attention,
+    scale with the positions they run on."""
     cfg, T = BertConfig(**TINY), 16
     model = BertForMaskedLM(cfg)
     encoder = sum(m.weight.numel() for m in model.bert.modules() if isinstance(m, torch.nn.Linear))
+    last = model.bert.layers[-1]
+    after_attention = sum(m.weight.numel() for m in (last.attn.proj, last.ffn.up, last.ffn.down))
     head = model.head.dense.weight.numel() + cfg.vocab_size * cfg.hidden_size
     attention = cfg.num_hidden_layers * 2 * 2 * T * cfg.hidden_size
     assert flops_per_token(cfg, T) == 3 * (2 * encoder + attention + 2 * head)
-    assert flops_per_token(cfg, T, mlm_fraction=0.15) == pytest.approx(3 * (2 * encoder + attention + 2 * head * 0.15))
+    assert flops_per_token(cfg, T, mlm_fraction=0.15) == pytest.approx(
+        3 * (2 * (encoder - 0.85 * after_attention) + attention + 2 * head * 0.15))
 
 
 def test_half_precision_padding_has_no_nan():
