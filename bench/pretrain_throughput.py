@@ -11,6 +11,7 @@ elsewhere (and always fp32 as well).
     minibert-full-last-layer  (with --full-last-layer) minibert with its last layer run at every
                   position and the masked positions picked afterwards, the head still sparse: what
                   running the last layer at the masked positions only (BertModel's `positions`) gains
+    minibert-compiled  (with --compile) minibert with torch.compile(model), as train.py --compile
 
 Both start from the same weights and read the same batches: --batches blocks of real corpus text
 collated once by minibert's MaskingCollator (so collation is outside the timing for both). Variants
@@ -67,6 +68,8 @@ def build(impl: str, cfg: BertConfig, state: dict, device: torch.device, steps: 
         optimizer = AdamW(param_groups(model, 0.01), lr=1e-3)
         if impl == "minibert-full-last-layer":
             model = FullLastLayer(model)
+        elif impl == "minibert-compiled":
+            model = torch.compile(model)
     else:
         import transformers
 
@@ -108,6 +111,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8, help="distinct batches, cycled")
     parser.add_argument("--full-last-layer", action="store_true",
                         help="also time minibert with its last layer at every position (the lever's share)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time minibert under torch.compile (compiled during the warm-up steps)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
     if not args.data.is_file():
@@ -135,7 +140,8 @@ def main() -> None:
     cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
     torch.manual_seed(0)
     state = BertForMaskedLM(cfg).state_dict()
-    impls = IMPLS + (("minibert-full-last-layer",) if args.full_last_layer else ())
+    impls = IMPLS + (("minibert-full-last-layer",) if args.full_last_layer else ()) + (
+        ("minibert-compiled",) if args.compile else ())
     built = {impl: build(impl, cfg, state, device, args.steps) for impl in impls}
     env = environment(device)
     print(f"torch {env['torch']}, transformers {env['transformers']}, {env['device']}, {env['threads']} threads, "
@@ -151,8 +157,11 @@ def main() -> None:
             step(built[v[0]], batches[cursor[v] % len(batches)], device, v[1])
             cursor[v] += 1
 
-    for v in variants:  # warm-up: Adam's moments, kernel choice
+    for v in variants:  # warm-up: Adam's moments, kernel choice, compilation
+        start = time.perf_counter()
         run(v, 2)
+        if v[0] == "minibert-compiled":
+            print(f"{v[1]}: compilation and 2 warm-up steps took {time.perf_counter() - start:.1f} s")
     sync(device)
     times: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
     for r in range(args.rounds):
@@ -177,13 +186,14 @@ def main() -> None:
     print(markdown_table(["precision", "minibert tokens/s", "transformers tokens/s", "minibert step ms (min-max)",
                           "transformers step ms (min-max)", "ratio"], rows))
     for r in results:
-        if r["impl"] == "minibert-full-last-layer":
+        if r["impl"] in ("minibert-full-last-layer", "minibert-compiled"):
             mb = next(x for x in results if x["impl"] == "minibert" and x["precision"] == r["precision"])
             tf = next(x for x in results if x["impl"] == "transformers" and x["precision"] == r["precision"])
-            print(f"{r['precision']}: minibert with the full last layer {r['tokens_per_s']:,.0f} tokens/s "
+            what = "with the full last layer" if r["impl"] == "minibert-full-last-layer" else "compiled"
+            print(f"{r['precision']}: minibert {what} {r['tokens_per_s']:,.0f} tokens/s "
                   f"(step {r['step_ms']:.0f} ms, {min(r['step_ms_all']):.0f}-{max(r['step_ms_all']):.0f}), "
-                  f"{r['tokens_per_s'] / tf['tokens_per_s']:.2f}x transformers; the last layer at the masked "
-                  f"positions only: {mb['tokens_per_s'] / r['tokens_per_s']:.3f}x")
+                  f"{r['tokens_per_s'] / tf['tokens_per_s']:.2f}x transformers, "
+                  f"{r['tokens_per_s'] / mb['tokens_per_s']:.3f}x minibert")
     env["load_average_end"] = os.getloadavg()
     print(f"\nload average at the end: {env['load_average_end'][0]:.2f}")
     if args.json:
