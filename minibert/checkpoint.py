@@ -3,8 +3,8 @@
 A folder holds `config.json`, the weights (`model.safetensors`, a sharded
 `model.safetensors.index.json`, or `pytorch_model.bin`), and the tokenizer files. Names are
 translated by one table; every key of a checkpoint is accounted for: consumed, dropped on
-purpose, or reported. `find_model` turns a Hugging Face name into its snapshot in the local
-Hugging Face cache (never the network).
+purpose, or reported. A Hugging Face name instead of a folder means its snapshot in the local
+Hugging Face cache (`files.find_model`, never the network).
 
 Generic over model classes: a class is built as `cls(config)`, saved under its own name in
 `architectures`, and says by its `key_prefix` attribute how its parameter names relate to the
@@ -13,7 +13,6 @@ table's. This module never imports model.py (model.py imports it).
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import warnings
@@ -25,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import BertConfig
-from .files import read_json, replace_atomically
+from .files import find_model, read_json, replace_atomically
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "model.safetensors"
@@ -288,44 +287,6 @@ def state_to_hf(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, t
 
 
 # A Hugging Face Hub name: NAME or ORG/NAME, of letters, digits, "-", "_" and ".".
-HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-
-
-def hf_cache_dir() -> Path:
-    """Where huggingface_hub keeps downloaded models: $HF_HUB_CACHE, else $HF_HOME/hub, else
-    ~/.cache/huggingface/hub (the rules of huggingface_hub.constants)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = Path(os.environ["HF_HOME"]).expanduser() if os.environ.get("HF_HOME") else \
-        Path("~/.cache/huggingface").expanduser()
-    return home / "hub"
-
-
-def find_model(name: str | Path) -> Path:
-    """A model folder: `name` itself when it is a folder, else the snapshot of Hub model `name`
-    (ORG/NAME) in the local Hugging Face cache, the one refs/main names, else the newest. Nothing is
-    downloaded. Raises FileNotFoundError saying where it looked and how to get the model."""
-    path = Path(name)
-    if path.is_dir() or not HUB_NAME.fullmatch(str(name)):
-        if not path.is_dir():
-            raise FileNotFoundError(f"{name}: model folder not found")
-        return path
-    repo = hf_cache_dir() / ("models--" + str(name).replace("/", "--"))
-    snapshots = repo / "snapshots"
-    ref = repo / "refs" / "main"
-    if ref.is_file():
-        main = snapshots / ref.read_text(encoding="utf-8").strip()
-        if main.is_dir():
-            return main
-    found = [d for d in snapshots.iterdir() if d.is_dir()] if snapshots.is_dir() else []
-    if found:
-        return max(found, key=lambda d: d.stat().st_mtime)
-    raise FileNotFoundError(
-        f"{name}: model folder not found, and no Hugging Face model of that name in the cache ({repo}); pass a "
-        f"model folder, or for a Hub model run `huggingface-cli download {name}` on a machine with network and "
-        f"copy its cache here (HF_HUB_CACHE or HF_HOME say where it is)")
-
-
 def load_config(folder: str | Path, **overrides) -> BertConfig:
     folder = Path(folder)
     if not folder.is_dir():
@@ -340,12 +301,13 @@ def load_config(folder: str | Path, **overrides) -> BertConfig:
 
 
 def from_pretrained(cls: type, folder: str | Path, config: BertConfig | None = None, **overrides):
-    """Build `cls` from a folder. Keyword overrides change config fields (e.g. id2label).
+    """Build `cls` from a folder, or from a Hugging Face name in the local cache (find_model).
+    Keyword overrides change config fields (e.g. id2label).
 
     The model is built on the CPU with its random init, then overwritten: in a fresh process that is
     faster than building on the meta device, whose first use is costly (BENCHMARKS.md).
     """
-    folder = Path(folder)
+    folder = find_model(folder)
     cfg = config if config is not None else load_config(folder, **overrides)
     hf_state = read_weights(folder)
     model = cls(cfg)

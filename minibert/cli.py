@@ -269,7 +269,7 @@ def _resolve_job(args) -> None:
         args.vocab = SHIPPED_VOCAB
     _check_shipped(args)
     if args.model is not None:
-        from .checkpoint import find_model
+        from .files import find_model
 
         args.model = find_model(args.model)
     if args.epochs is None:
@@ -801,7 +801,8 @@ def _classify_csv_row(record: dict) -> dict:
 def predict_command(argv: list[str] | None) -> int:
     args = predict_parser().parse_args(argv)
     _show_warnings()
-    from .checkpoint import find_model, load_config
+    from .checkpoint import load_config
+    from .files import find_model
     from .metrics import format_report
     from .pipelines import FillMask, TextClassifier
     from .runtime import resolve_device

@@ -5,7 +5,9 @@ Text is UTF-8; a leading UTF-8 byte-order mark is dropped. A NUL byte is an erro
 text files hold none (BERT tokenizers would drop it silently), while binary and UTF-16 files are full
 of them; a file that starts with a UTF-16 byte-order mark is named as such. read_lines streams a file
 one line at a time with a cap on a line's characters, so a huge line costs memory up to the cap, not
-its size. Imports no torch: config.py and the data readers use it before torch is needed.
+its size. find_model turns a Hugging Face name into its snapshot in the local Hugging Face cache
+(never the network), for the model and tokenizer loaders alike. Imports no torch: config.py and the
+data readers use it before torch is needed.
 """
 
 from __future__ import annotations
@@ -181,3 +183,41 @@ def replace_atomically(path: str | Path, write: Callable[[Path], object]) -> Non
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def hf_cache_dir() -> Path:
+    """Where huggingface_hub keeps downloaded models: $HF_HUB_CACHE, else $HF_HOME/hub, else
+    ~/.cache/huggingface/hub (the rules of huggingface_hub.constants)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = Path(os.environ["HF_HOME"]).expanduser() if os.environ.get("HF_HOME") else \
+        Path("~/.cache/huggingface").expanduser()
+    return home / "hub"
+
+
+def find_model(name: str | Path) -> Path:
+    """A model folder: `name` itself when it is a folder, else the snapshot of Hub model `name`
+    (ORG/NAME) in the local Hugging Face cache, the one refs/main names, else the newest. Nothing is
+    downloaded. Raises FileNotFoundError saying where it looked and how to get the model."""
+    path = Path(name)
+    if path.is_dir() or not HUB_NAME.fullmatch(str(name)):
+        if not path.is_dir():
+            raise FileNotFoundError(f"{name}: model folder not found")
+        return path
+    repo = hf_cache_dir() / ("models--" + str(name).replace("/", "--"))
+    snapshots = repo / "snapshots"
+    ref = repo / "refs" / "main"
+    if ref.is_file():
+        main = snapshots / ref.read_text(encoding="utf-8").strip()
+        if main.is_dir():
+            return main
+    found = [d for d in snapshots.iterdir() if d.is_dir()] if snapshots.is_dir() else []
+    if found:
+        return max(found, key=lambda d: d.stat().st_mtime)
+    raise FileNotFoundError(
+        f"{name}: model folder not found, and no Hugging Face model of that name in the cache ({repo}); pass a "
+        f"model folder, or for a Hub model run `huggingface-cli download {name}` on a machine with network and "
+        f"copy its cache here (HF_HUB_CACHE or HF_HOME say where it is)")

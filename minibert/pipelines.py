@@ -6,7 +6,7 @@
     print(fill("我们要发展[MASK][MASK]。", targets=["经济", "政治"])[0].ranking)   # words, by PLL
     print(fill("[MASK][MASK]是蜀汉丞相", beam=5)[0].filled)                      # beam search fill
 
-`from_pretrained` takes a folder or a Hugging Face name in the local cache (checkpoint.find_model).
+`from_pretrained` takes a folder or a Hugging Face name in the local cache (files.find_model).
 `stream` gives the results a batch at a time, for writing them out as they come.
 
 TextClassifier predicts what the model's config.json problem_type says: a label with its softmax
@@ -23,9 +23,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import find_model, from_pretrained, load_config
+from .checkpoint import from_pretrained, load_config
 from .data.collators import pad_batch
 from .data.features import TRUNCATION_KEY, encode_examples
+from .files import find_model
 from .model import BertForMaskedLM, BertForSequenceClassification
 from .runtime import resolve_device
 from .tasks import SequenceClassification, saved_task

@@ -23,7 +23,7 @@ from tokenizers import decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
 from .data.collators import pad_batch
-from .files import read_json, read_text
+from .files import find_model, read_json, read_text
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -111,10 +111,9 @@ class Tokenizer:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> Tokenizer:
-        """Load a Hugging Face style folder: tokenizer.json or vocab.txt, plus tokenizer_config.json if any."""
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: tokenizer folder not found")
+        """Load a Hugging Face style folder: tokenizer.json or vocab.txt, plus tokenizer_config.json if any.
+        A Hugging Face name instead of a folder means its snapshot in the local cache (files.find_model)."""
+        folder = find_model(folder)
         config_file = folder / "tokenizer_config.json"
         config: dict = {}
         if config_file.is_file():

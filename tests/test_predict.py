@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import PREDICT, ROOT, TINY_ARGS, TRAIN, call, write_jsonl
 from test_cli import assert_names, error_line, file_hashes, reviews
 
@@ -240,7 +241,7 @@ def test_model_found_in_the_hugging_face_cache(work, mlm, tmp_path, monkeypatch)
     assert proc.stdout.splitlines()[0] == f"model: {main}"
     # without refs/main: the newest snapshot; $HF_HUB_CACHE before $HF_HOME
     (main.parents[1] / "refs" / "main").unlink()
-    from minibert.checkpoint import find_model
+    from minibert.files import find_model
 
     assert find_model("org/tiny-zh") == old
     other = _snapshot(tmp_path / "elsewhere", "tiny-zh", "b" * 40, mlm)
@@ -251,6 +252,21 @@ def test_model_found_in_the_hugging_face_cache(work, mlm, tmp_path, monkeypatch)
                    "1", "--no-progress", cwd=work)
     assert trained.returncode == 0, trained.stderr
     assert f"| base model | {other} |" in (work / "from-cache" / "README.md").read_text(encoding="utf-8")
+
+
+def test_python_loaders_find_a_cached_model_by_name(mlm, tmp_path, monkeypatch):
+    """from_pretrained of the models, the tokenizer and the pipelines take a Hub name as the CLIs do."""
+    from minibert import BertForMaskedLM, FillMask, Tokenizer
+
+    folder = _snapshot(tmp_path / "hub", "org/tiny-zh", "c" * 40, mlm)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    by_name = BertForMaskedLM.from_pretrained("org/tiny-zh")
+    for a, b in zip(by_name.state_dict().values(), BertForMaskedLM.from_pretrained(folder).state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert Tokenizer.from_pretrained("org/tiny-zh").vocab_size == Tokenizer.from_pretrained(folder).vocab_size
+    assert FillMask.from_pretrained("org/tiny-zh")(QUERY) == FillMask.from_pretrained(folder)(QUERY)
+    with pytest.raises(FileNotFoundError, match="org/absent: model folder not found, and no Hugging Face model"):
+        BertForMaskedLM.from_pretrained("org/absent")
 
 
 @pytest.mark.parametrize("script", [PREDICT, TRAIN])
