@@ -349,7 +349,8 @@ class BertForSequenceClassification(Pretrained, nn.Module):
     regression MSE, single-label cross-entropy, multi-label BCE with logits.
 
     `class_weights` (num_labels,), set with set_class_weights for training, weights the single-label
-    cross-entropy; it is a non-persistent buffer, so no saved file carries it."""
+    cross-entropy, or each label's positive term of the multi-label binary cross-entropy (pos_weight);
+    it is a non-persistent buffer, so no saved file carries it."""
 
     class_weights: torch.Tensor | None
 
@@ -394,7 +395,8 @@ class BertForSequenceClassification(Pretrained, nn.Module):
             loss = F.mse_loss(pred, labels.to(pred.dtype).reshape(pred.shape))
         elif problem == "multi_label_classification":
             # the mean over every (example, label): each micro-batch weighs B, as it holds B * num_labels
-            loss = F.binary_cross_entropy_with_logits(upcast(logits), labels.to(torch.float32))
+            loss = F.binary_cross_entropy_with_logits(upcast(logits), labels.to(torch.float32),
+                                                      pos_weight=self.class_weights)
         elif self.class_weights is not None:
             # sum(w_y * ce) / sum(w_y), CrossEntropyLoss(weight=w)'s mean; n = sum(w_y) keeps it exact
             # across micro-batches and ranks

@@ -197,7 +197,9 @@ class SequenceClassification(Task):
     class_weights: str | None = option(None, "single label: weight the cross-entropy of each class, "
                                        "sum(w_y * ce) / sum(w_y): auto for inverse frequency over the training "
                                        "labels, w_c = N / (K * n_c) (N examples, K classes, n_c of class c: the "
-                                       "mean weight over the examples is 1), or FILE, a JSON object {label: "
+                                       "mean weight over the examples is 1). Multi-label: weight each label's "
+                                       "positive term of the binary cross-entropy (pos_weight): auto for w_c = "
+                                       "(N - n_c) / n_c, negatives per positive. Or FILE, a JSON object {label: "
                                        "weight} (labels left out weigh 1). Used in training only (the eval loss "
                                        "too), never saved in the model", metavar="auto|FILE")
     threshold: float = option(0.5, "multi-label: in evaluation, a label is predicted when its probability is "
@@ -232,8 +234,9 @@ class SequenceClassification(Task):
         if eval_ex:
             self.check_fits(eval_ex, self.problem, source, eval_file or train_file)
         self.weights = None
-        if self.class_weights is not None and self.problem != SINGLE:
-            raise DataError(f"--class-weights is for single-label classification; this is {self.problem} ({source})")
+        if self.class_weights is not None and self.regression:
+            raise DataError(f"--class-weights is for classification, single-label or multi-label; this is "
+                            f"regression ({source})")
         said = "" if source == "the training labels" else f" (problem_type from {source})"
         if self.regression:
             train_y = [float(e.label) for e in train_ex]
@@ -255,7 +258,8 @@ class SequenceClassification(Task):
             kind = ", multi-label" if self.problem == MULTI else ""
             note = f"{kind}{said}, labels: {', '.join(label2id)}"
             if self.weights is not None:
-                note += f", class weights: {', '.join(f'{n} {w:.3g}' for n, w in zip(label2id, self.weights))}"
+                what = "positive-label weights" if self.problem == MULTI else "class weights"
+                note += f", {what}: {', '.join(f'{n} {w:.3g}' for n, w in zip(label2id, self.weights))}"
         saved = {k: v for k, v in config.to_dict().items() if k != TRUNCATION_KEY}
         if self.truncation != "head":
             saved[TRUNCATION_KEY] = self.truncation
@@ -302,8 +306,9 @@ class SequenceClassification(Task):
         return ClassificationCollator(tokenizer.pad_token_id)
 
     def count_targets(self, batch: dict[str, torch.Tensor]) -> float:
-        """What the loss averages over: the examples, or the sum of their class weights when weighted."""
-        if self.weights is not None:
+        """What the loss averages over: the examples, or the sum of their class weights when a single-label
+        loss is weighted (a multi-label loss stays a mean over the examples' labels)."""
+        if self.weights is not None and self.problem != MULTI:
             return float(torch.tensor(self.weights)[batch["labels"]].sum())
         return batch["labels"].shape[0]
 

@@ -102,6 +102,24 @@ def test_class_weighted_loss_is_the_weighted_mean_by_hand():
     assert "class_weights" not in model.state_dict()  # so no saved file carries them
 
 
+def test_multi_label_positive_weights_are_bce_pos_weight_by_hand():
+    model = perturbed(BertConfig(**TINY_SHAPE, vocab_size=90, num_labels=3, problem_type=MULTI))
+    w = torch.tensor([0.5, 2.0, 4.0])
+    model.set_class_weights(w)
+    ids, mask = ids_batch(B=4)
+    hot = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    with torch.no_grad():
+        out = model(ids, mask, labels=hot)
+    p = out.logits.sigmoid()
+    by_hand = -(w * hot * p.log() + (1 - hot) * (1 - p).log()).mean()
+    assert float(out.loss) == pytest.approx(float(by_hand), rel=1e-5)
+    assert float(out.loss) == pytest.approx(float(torch.nn.BCEWithLogitsLoss(pos_weight=w)(out.logits, hot)), rel=1e-6)
+    assert int(out.n_targets) == 4  # still a mean over the examples' labels
+    model.set_class_weights(None)
+    with torch.no_grad():
+        assert float(model(ids, mask, labels=hot).loss) != pytest.approx(float(out.loss), rel=1e-3)
+
+
 # ------------------------------------------------------------------------------------- class weights
 
 
@@ -120,6 +138,20 @@ def test_auto_class_weights_by_hand_for_an_imbalanced_file(tok, tmp_path):
     model = BertForSequenceClassification(data.config)
     task.setup_model(model)
     torch.testing.assert_close(model.class_weights, torch.tensor([10 / 18, 10 / 9, 10 / 3]))
+
+
+def test_auto_positive_weights_by_hand_for_a_multi_label_file(tok, tmp_path):
+    # N = 8 examples; a on 2, b on 6, c on all 8: w = (N - n) / n, 1 for a label every example has
+    labels = [["a", "b", "c"], ["a", "c"]] + [["b", "c"]] * 5 + [["c"]]
+    rows = [{"text": "好" * (i + 1), "label": lab} for i, lab in enumerate(labels)]
+    task = SequenceClassification(class_weights="auto")
+    train = write_jsonl(tmp_path / "m.jsonl", rows)
+    data = task.load(tok, BertConfig(**TINY_SHAPE, vocab_size=tok.vocab_size), 16, train)
+    assert task.problem == MULTI
+    assert task.weights == pytest.approx([6 / 2, 2 / 6, 1.0])
+    assert "positive-label weights: a 3, b 0.333, c 1" in data.note
+    batch = task.collator(tok)(data.train[:4])
+    assert task.count_targets(batch) == 4  # the mean over the examples, weighted or not
 
 
 def test_class_weights_file(tmp_path):
@@ -141,7 +173,7 @@ def test_class_weights_file(tmp_path):
     ('{"bad": 2, "nope": 1}', [], ["weights.json", "'nope' does not occur in the training labels"]),
     ('{"bad": -2}', [], ["weights.json", "positive"]),
     (None, ["--class-weights", "missing.json"], ["missing.json", "not found"]),
-    ('{"bad": 2}', ["--problem-type", "regression"], ["--class-weights is for single-label", "regression"]),
+    ('{"bad": 2}', ["--problem-type", "regression"], ["--class-weights is for classification", "regression"]),
     ('{"bad": 2}', ["--task", "mlm"], ["--class-weights is for --task classify"]),
 ])
 def test_class_weights_errors_are_one_line(tmp_path, content, extra, expected):
@@ -379,3 +411,10 @@ def test_class_weights_train_and_are_saved_nowhere_inference_reads(tmp_path):
     for folder in (tmp_path / "w", tmp_path / "w" / "best"):
         assert "weight" not in (folder / "config.json").read_text()
         assert not any("class_weights" in k for k in load_file(folder / "model.safetensors"))
+    write_jsonl(tmp_path / "m.jsonl", [{"text": "好好", "label": ["good", "fast"]}, {"text": "坏坏", "label": ["bad"]},
+                                       {"text": "好快", "label": ["good"]}])
+    multi = call(TRAIN, "--task", "classify", *TINY_ARGS, "--train", "m.jsonl", "--eval", "m.jsonl", "--output", "mw",
+                 "--max-steps", "2", "--class-weights", "auto", cwd=tmp_path)
+    assert multi.returncode == 0, multi.stderr
+    assert_names(multi.stdout, "multi-label", "positive-label weights: bad 2, fast 2, good 0.5",
+                 "final eval: eval_loss")

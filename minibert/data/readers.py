@@ -374,15 +374,24 @@ def is_regression(examples: Sequence[Example]) -> bool:
     return all(isinstance(x, (int, float)) for x in labels) and any(isinstance(x, float) for x in labels)
 
 
-def class_weights(spec: str, class_ids: Sequence[int], label2id: dict[str, int]) -> list[float]:
-    """Per-class weights (num_labels,) for the cross-entropy, from --class-weights `spec`.
+def class_weights(spec: str, labels: Sequence[int] | Sequence[Sequence[float]],
+                  label2id: dict[str, int]) -> list[float]:
+    """Per-class weights (num_labels,) from --class-weights `spec`, for training labels `labels`: class
+    ids (single label: weights of the cross-entropy) or multi-hot rows (multi-label: the weight of
+    each label's positive term in the binary cross-entropy, BCEWithLogitsLoss's pos_weight).
 
-    "auto": inverse frequency over the training labels `class_ids`, w_c = N / (K * n_c) for N examples,
-    K classes and n_c examples of class c, so the mean weight over the examples is 1. Otherwise the path
-    of a JSON object {label: weight}; a label the file leaves out weighs 1.0."""
+    "auto", single label: inverse frequency, w_c = N / (K * n_c) for N examples, K classes and n_c
+    examples of class c, so the mean weight over the examples is 1. "auto", multi-label: w_c =
+    (N - n_c) / n_c, the negatives per positive of label c, so that its positives weigh as much as its
+    negatives in all (1.0 for a label that every example has). Otherwise the path of a JSON object
+    {label: weight}; a label the file leaves out weighs 1.0."""
     if spec == "auto":
-        counts = Counter(class_ids)
-        return [len(class_ids) / (len(label2id) * counts[i]) for i in range(len(label2id))]
+        if labels and not isinstance(labels[0], int):  # multi-hot rows
+            n = len(labels)
+            positives = [sum(row[i] for row in labels) for i in range(len(label2id))]
+            return [(n - p) / p if p < n else 1.0 for p in positives]
+        counts = Counter(labels)
+        return [len(labels) / (len(label2id) * counts[i]) for i in range(len(label2id))]
     path = Path(spec)
     if not path.is_file():
         raise DataError(f"{path}: class-weights file not found; give a JSON file {{label: weight}}, or auto")
