@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Reproduce models/zh-small: corpus, two pre-training phases, fp16 export.
+# Reproduce models/zh-small: corpus, three pre-training phases, fp16 export.
 #
 #   bash scripts/pretrain_zh.sh            # or: make pretrain
-#   P1_STEPS=500 P2_STEPS=200 OUT=/tmp/zh bash scripts/pretrain_zh.sh   # a short trial
+#   P1_STEPS=500 P2_STEPS=200 P3_STEPS=200 OUT=/tmp/zh bash scripts/pretrain_zh.sh   # a short trial
 #
 # Phase 1 (from scratch) leaves the unigram plateau: many short blocks per step (128 x 64 tokens),
 # no dropout, token-level 80/10/10 masking, peak LR 1e-3. Phase 2 (from phase 1's weights, fresh
 # optimizer) trains on the corpus one line per example, up to 128 tokens: positions 64-127 get
 # trained, and the model sees sequences of every length that end in [SEP], as fine-tuning data and
-# fill-mask queries do. Both phases checkpoint; rerunning the script resumes an interrupted phase
+# fill-mask queries do. Phase 3 (from phase 2's weights, fresh optimizer) is more of phase 2 at a
+# lower peak LR (3e-4): two more passes over the lines. Every phase checkpoints; rerunning the script resumes an interrupted phase
 # and skips a finished one. --precision auto takes bf16 on CPUs with native bf16 (AMX or
 # AVX512-BF16) and GPUs, fp32 elsewhere (about 2x slower).
 set -euo pipefail
@@ -19,7 +20,8 @@ OUT=${OUT:-runs/zh-small}            # phase folders go here
 MODEL=${MODEL:-models/zh-small}      # the exported fp16 folder
 P1_STEPS=${P1_STEPS:-4500}
 P2_STEPS=${P2_STEPS:-1500}
-EXTRA=${EXTRA:-}                     # more train.py flags for both phases, e.g. "--device cuda"
+P3_STEPS=${P3_STEPS:-3000}
+EXTRA=${EXTRA:-}                     # more train.py flags for every phase, e.g. "--device cuda"
 
 [ -f data/zh/pretrain.txt ] || "$PY" scripts/prepare_zh.py
 
@@ -46,8 +48,18 @@ else
     --eval-every 250 --save-every 250 --log-every 50 --output "$OUT/phase2" $(resume_flag "$OUT/phase2") $EXTRA
 fi
 
+if finished "$OUT/phase3"; then
+  echo "phase 3: $OUT/phase3 is finished"
+else
+  # shellcheck disable=SC2046,SC2086
+  "$PY" train.py --task mlm --model "$OUT/phase2" --dropout 0 \
+    --train data/zh/pretrain.txt --eval data/zh/pretrain_valid.txt --max-length 128 \
+    --batch-size 64 --max-steps "$P3_STEPS" --lr 3e-4 --warmup 100 --precision auto \
+    --eval-every 250 --save-every 250 --log-every 50 --output "$OUT/phase3" $(resume_flag "$OUT/phase3") $EXTRA
+fi
+
 # fp16 weights (half the size); config.json keeps dropout 0.1 for fine-tuning.
-"$PY" - "$OUT/phase2" "$MODEL" <<'EOF'
+"$PY" - "$OUT/phase3" "$MODEL" <<'EOF'
 import sys
 import torch
 from minibert import BertForMaskedLM, Tokenizer
