@@ -2,12 +2,12 @@
 Bernoulli draw per element).
 
 Two readings, each variant interleaved with the other round after round, medians reported:
-    op     forward + backward of one dropout on the hidden states of a batch (p 0.1, fp32)
+    op     forward + backward of one dropout on the hidden states of a batch (p 0.1, fp32 and bf16)
     step   a whole zh-small training step (train_throughput.py's: forward, backward, AdamW), the
            same model with its Dropout modules turned into nn.Dropout for the other variant
            (attention dropout stays inside SDPA for both)
 
-    .venv/bin/python bench/dropout.py [--rounds 11]
+    .venv/bin/python bench/dropout.py [--rounds 11] [--precision bf16]   # bf16: native-bf16 CPUs only
 """
 
 from __future__ import annotations
@@ -41,17 +41,19 @@ def median_ms(fns: dict, rounds: int, reps: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="of the whole-step reading (autocast); the op reading runs both dtypes")
     args = parser.parse_args()
     env = environment(torch.device("cpu"))
     print(f"torch {env['torch']}, {env['device']}, {env['threads']} threads, load average "
           f"{env['load_average'][0]:.2f}")
-    for shape in [(32 * 128, 256), (8 * 128, 768)]:
-        x = torch.randn(*shape, requires_grad=True)
-        g = torch.randn(*shape)
+    for dtype, shape in [(d, s) for d in (torch.float32, torch.bfloat16) for s in [(32 * 128, 256), (8 * 128, 768)]]:
+        x = torch.randn(*shape, dtype=dtype, requires_grad=True)
+        g = torch.randn(*shape, dtype=dtype)
         ours, theirs = RandDropout(0.1).train(), nn.Dropout(0.1).train()
         res = median_ms({"minibert Dropout": lambda: ours(x).backward(g),
                          "torch nn.Dropout": lambda: theirs(x).backward(g)}, args.rounds, 10)
-        print(f"op {shape}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in res.items())
+        print(f"op {shape} {str(dtype).removeprefix('torch.')}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in res.items())
               + f"; ratio {res['torch nn.Dropout'] / res['minibert Dropout']:.2f}x")
     device = torch.device("cpu")
     model, optimizer = build("minibert", "zh-small", device)
@@ -62,11 +64,11 @@ def main() -> None:
         def step():
             for m in drops:
                 m.__class__ = cls
-            train_step(model, optimizer, batch, device, "fp32")
+            train_step(model, optimizer, batch, device, args.precision)
         return step
 
     res = median_ms({"minibert Dropout": use(RandDropout), "torch nn.Dropout": use(nn.Dropout)}, args.rounds, 2)
-    print("zh-small step, batch 32 x 128, dropout 0.1: " + ", ".join(f"{k} {v:.0f} ms" for k, v in res.items())
+    print(f"zh-small step, batch 32 x 128, dropout 0.1, {args.precision}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in res.items())
           + f"; ratio {res['torch nn.Dropout'] / res['minibert Dropout']:.3f}x")
 
 

@@ -42,18 +42,20 @@ class Output:
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout with a cheaper mask on CPUs in fp32: torch.rand compared with p, then one multiply,
-    where torch's kernel draws a Bernoulli per element (bench/dropout.py: 1.4x for the op forward and
-    backward, about 1.07x for a whole zh-small step). The same distribution: each element kept with
-    probability 1 - p and scaled by 1 / (1 - p). Other devices and dtypes use torch's kernel."""
+    """nn.Dropout with a cheaper mask on CPUs, in fp32 and bf16: torch.rand compared with p, then one
+    multiply, where torch's kernel draws a Bernoulli per element (bench/dropout.py). The same
+    distribution: each element kept with probability 1 - p and scaled by 1 / (1 - p); the mask is
+    drawn in fp32 and, for bf16 input, cast to bf16 as torch's kernel keeps its mask in the input's
+    dtype. Other devices and dtypes use torch's kernel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu" or x.dtype != torch.float32:
+        if (not self.training or self.p == 0 or x.device.type != "cpu"
+                or x.dtype not in (torch.float32, torch.bfloat16)):
             return super().forward(x)
         if self.p == 1:
             return x * 0
-        keep = torch.rand_like(x).ge_(self.p).mul_(1 / (1 - self.p))  # 0, or 1 / (1 - p)
-        return x * keep
+        keep = torch.rand(x.shape, device=x.device).ge_(self.p).mul_(1 / (1 - self.p))  # 0 or 1 / (1 - p)
+        return x * keep.to(x.dtype)
 
 
 class Embeddings(nn.Module):
@@ -77,6 +79,17 @@ class Embeddings(nn.Module):
         return self.drop(self.norm(x))
 
 
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+              dropout: nn.Module) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs), keys where mask is False excluded) with dropout, times v: what
+    F.scaled_dot_product_attention computes. q, k, v: (B, nh, T, hs); mask: None or boolean,
+    broadcastable to (B, nh, T, T), True = may attend, no row all False."""
+    scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)  # (B, nh, T, T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return dropout(scores.softmax(-1)) @ v  # (B, nh, T, hs)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: BertConfig):
         super().__init__()
@@ -84,7 +97,7 @@ class SelfAttention(nn.Module):
         # Q, K and V in one matmul: one kernel launch and one read of x instead of three.
         self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-        self.attn_dropout = cfg.attention_probs_dropout_prob
+        self.attn_drop = Dropout(cfg.attention_probs_dropout_prob)  # on the attention weights
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
                 positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -95,8 +108,13 @@ class SelfAttention(nn.Module):
         q = q.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
-        dropout = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)  # (B, nh, T, hs)
+        p = self.attn_drop.p if self.training else 0.0
+        if p > 0 and x.device.type == "cpu":
+            # With dropout SDPA runs its math path on a CPU anyway, drawing a Bernoulli per weight:
+            # the same steps written out, with the cheaper dropout mask (BENCHMARKS.md, profile).
+            y = attention(q, k, v, mask, self.attn_drop)  # (B, nh, T, hs)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         if positions is not None:
             y = select(y, positions)  # (N, C)
@@ -414,8 +432,6 @@ def set_dropout(model: nn.Module, p: float) -> None:
     for m in model.modules():
         if isinstance(m, nn.Dropout):
             m.p = p
-        elif isinstance(m, SelfAttention):
-            m.attn_dropout = p
 
 
 def num_parameters(model: nn.Module) -> int:

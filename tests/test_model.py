@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 from conftest import TINY_SHAPE
 
 from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
@@ -250,26 +251,73 @@ def test_config_rejects_bad_heads():
         BertConfig(hidden_size=30, num_attention_heads=4)
 
 
-def test_dropout_keeps_with_probability_1_minus_p_and_scales():
-    """minibert's CPU fp32 dropout (a torch.rand mask): over 2^20 elements the kept fraction is 0.9
-    within 5 standard errors (sqrt(0.09 / 2^20) = 0.0003), kept values are x / 0.9 exactly, the
-    gradient is the same mask, and eval mode, p = 0 and other dtypes behave as nn.Dropout."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_keeps_with_probability_1_minus_p_and_scales(dtype):
+    """minibert's CPU dropout (a torch.rand mask), fp32 and bf16: over 2^20 elements the kept
+    fraction is 0.9 within 5 standard errors (sqrt(0.09 / 2^20) = 0.0003), kept values are x / 0.9
+    (bf16: x times 1 / 0.9 in bf16, what torch's kernel gives), the gradient is the same mask, and
+    eval mode, p = 0 and other dtypes behave as nn.Dropout."""
     from minibert.model import Dropout
 
     torch.manual_seed(0)
-    x = torch.randn(1024, 1024, requires_grad=True)
+    x = torch.randn(1024, 1024).to(dtype).requires_grad_()
+    scale = torch.tensor(1 / 0.9).to(dtype)  # fp32: 1 / 0.9; bf16: rounded as torch's mask is
     drop = Dropout(0.1).train()
     y = drop(x)
+    assert y.dtype == dtype
     kept = y != 0
     assert abs(kept.float().mean().item() - 0.9) < 5 * (0.09 / x.numel()) ** 0.5
-    torch.testing.assert_close(y[kept], (x / 0.9)[kept], rtol=1e-6, atol=0)
+    torch.testing.assert_close(y[kept], (x * scale)[kept], rtol=1e-6, atol=0)
+    ref = nn.Dropout(0.1).train()(x.detach())  # torch's kernel: the same kept values
+    torch.testing.assert_close(ref[ref != 0], (x.detach() * scale)[ref != 0], rtol=1e-6, atol=0)
     y.backward(torch.ones_like(y))
-    torch.testing.assert_close(x.grad, kept.float() / 0.9, rtol=1e-6, atol=0)
+    torch.testing.assert_close(x.grad, kept.to(dtype) * scale, rtol=1e-6, atol=0)
     assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
     assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
-    half = x.detach().bfloat16()
+    half = x.detach().half()
     assert abs((Dropout(0.1).train()(half) != 0).float().mean().item() - 0.9) < 0.01  # torch's kernel
     torch.manual_seed(1)
     a = drop.train()(x)
     torch.manual_seed(1)
     assert torch.equal(drop(x), a)  # drawn from torch's generator: seeded runs and resume repeat it
+
+
+def test_written_out_attention_equals_sdpa():
+    """The CPU training path's attention (dropout outside SDPA, with minibert's cheaper mask) computes
+    what F.scaled_dot_product_attention does, for no mask, a key-padding mask and a packed
+    block-diagonal mask (fp32, 1e-6)."""
+    import torch.nn.functional as F
+
+    from minibert.model import attention, attention_mask_for_sdpa, packed_mask_for_sdpa
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 9, 8) for _ in range(3))
+    keep = torch.ones(2, 9, dtype=torch.long)
+    keep[1, 5:] = 0
+    packed = torch.tensor([[1, 1, 1, 2, 2, 2, 2, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1, 1]])
+    for mask in (None, attention_mask_for_sdpa(keep), packed_mask_for_sdpa(packed)):
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        torch.testing.assert_close(attention(q, k, v, mask, nn.Identity()), ref, atol=1e-6, rtol=0)
+
+
+def test_training_forward_with_attention_dropout_matches_eval_when_nothing_is_dropped():
+    """In training mode with attention dropout on, a CPU model takes the written-out attention; with
+    p so small that no weight is dropped (and hidden dropout 0) its output and gradients must be
+    those of eval mode, which runs SDPA."""
+    cfg = BertConfig(**TINY_SHAPE, hidden_dropout_prob=0.0, attention_probs_dropout_prob=1e-12)
+    torch.manual_seed(0)
+    model = BertForMaskedLM(cfg)
+    ids = torch.randint(5, cfg.vocab_size, (3, 12))
+    att = torch.ones_like(ids)
+    att[2, 7:] = 0
+    labels = torch.where(torch.rand(ids.shape) < 0.3, ids, -100)
+    labels[0, 0] = ids[0, 0]
+    grads = []
+    for train in (True, False):
+        model.train(train).zero_grad()
+        out = model(ids, att, labels=labels)
+        out.loss.backward()
+        grads.append((out.logits.detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=0)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)

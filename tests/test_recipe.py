@@ -43,8 +43,8 @@ def capture(monkeypatch):
 
 
 def dropouts(model: nn.Module) -> set[float]:
-    ps = {m.p for m in model.modules() if isinstance(m, nn.Dropout)}
-    return ps | {m.attn_dropout for m in model.modules() if isinstance(m, SelfAttention)}
+    assert all(isinstance(m.attn_drop, nn.Dropout) for m in model.modules() if isinstance(m, SelfAttention))
+    return {m.p for m in model.modules() if isinstance(m, nn.Dropout)}  # attention dropout included
 
 
 def test_recipe_flags_reach_model_collator_and_optimizer(corpus, tmp_path, capture):
