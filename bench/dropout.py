@@ -68,7 +68,8 @@ def main() -> None:
         return step
 
     res = median_ms({"minibert Dropout": use(RandDropout), "torch nn.Dropout": use(nn.Dropout)}, args.rounds, 2)
-    print(f"zh-small step, batch 32 x 128, dropout 0.1, {args.precision}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in res.items())
+    print(f"zh-small step, batch 32 x 128, dropout 0.1, {args.precision}: "
+          + ", ".join(f"{k} {v:.0f} ms" for k, v in res.items())
           + f"; ratio {res['torch nn.Dropout'] / res['minibert Dropout']:.3f}x")
 
 

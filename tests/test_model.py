@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 from conftest import TINY_SHAPE
+from torch import nn
 
 from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 from minibert.checkpoint import state_to_hf
