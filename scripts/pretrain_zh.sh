@@ -9,9 +9,9 @@
 # optimizer) trains on the corpus one line per example, up to 128 tokens: positions 64-127 get
 # trained, and the model sees sequences of every length that end in [SEP], as fine-tuning data and
 # fill-mask queries do. Phase 3 (from phase 2's weights, fresh optimizer) is more of phase 2 at a
-# lower peak LR (3e-4): two more passes over the lines. Every phase checkpoints; rerunning the script resumes an interrupted phase
-# and skips a finished one. --precision auto takes bf16 on CPUs with native bf16 (AMX or
-# AVX512-BF16) and GPUs, fp32 elsewhere (about 2x slower).
+# lower peak LR (3e-4): about 5.7 more passes over the lines. Every phase checkpoints; rerunning
+# the script resumes an interrupted phase and skips a finished one. --precision auto takes bf16 on
+# CPUs with native bf16 (AMX or AVX512-BF16) and GPUs, fp32 elsewhere (about 2x slower).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,35 +28,25 @@ EXTRA=${EXTRA:-}                     # more train.py flags for every phase, e.g.
 finished() { [ -f "$1/metrics.jsonl" ] && grep -q '"summary"' "$1/metrics.jsonl"; }
 resume_flag() { ls -d "$1"/checkpoint-* >/dev/null 2>&1 && echo --resume || true; }
 
-if finished "$OUT/phase1"; then
-  echo "phase 1: $OUT/phase1 is finished"
-else
+# phase N FLAGS...: one train.py run into $OUT/phaseN with the flags every phase shares; skipped
+# when finished, resumed from its last checkpoint when interrupted.
+phase() {
+  local dir="$OUT/phase$1"
+  shift
+  if finished "$dir"; then
+    echo "$(basename "$dir"): $dir is finished"
+    return
+  fi
   # shellcheck disable=SC2046,SC2086
-  "$PY" train.py --task mlm --config zh-small --vocab vocab/zh.txt --dropout 0 \
-    --train data/zh/pretrain.txt --eval data/zh/pretrain_valid.txt --group-texts --max-length 64 \
-    --batch-size 128 --max-steps "$P1_STEPS" --lr 1e-3 --warmup 300 --precision auto \
-    --eval-every 250 --save-every 250 --log-every 50 --output "$OUT/phase1" $(resume_flag "$OUT/phase1") $EXTRA
-fi
+  "$PY" train.py --task mlm --dropout 0 --train data/zh/pretrain.txt --eval data/zh/pretrain_valid.txt \
+    --precision auto --eval-every 250 --save-every 250 --log-every 50 "$@" \
+    --output "$dir" $(resume_flag "$dir") $EXTRA
+}
 
-if finished "$OUT/phase2"; then
-  echo "phase 2: $OUT/phase2 is finished"
-else
-  # shellcheck disable=SC2046,SC2086
-  "$PY" train.py --task mlm --model "$OUT/phase1" --dropout 0 \
-    --train data/zh/pretrain.txt --eval data/zh/pretrain_valid.txt --max-length 128 \
-    --batch-size 64 --max-steps "$P2_STEPS" --lr 5e-4 --warmup 100 --precision auto \
-    --eval-every 250 --save-every 250 --log-every 50 --output "$OUT/phase2" $(resume_flag "$OUT/phase2") $EXTRA
-fi
-
-if finished "$OUT/phase3"; then
-  echo "phase 3: $OUT/phase3 is finished"
-else
-  # shellcheck disable=SC2046,SC2086
-  "$PY" train.py --task mlm --model "$OUT/phase2" --dropout 0 \
-    --train data/zh/pretrain.txt --eval data/zh/pretrain_valid.txt --max-length 128 \
-    --batch-size 64 --max-steps "$P3_STEPS" --lr 3e-4 --warmup 100 --precision auto \
-    --eval-every 250 --save-every 250 --log-every 50 --output "$OUT/phase3" $(resume_flag "$OUT/phase3") $EXTRA
-fi
+phase 1 --config zh-small --vocab vocab/zh.txt --group-texts --max-length 64 \
+  --batch-size 128 --max-steps "$P1_STEPS" --lr 1e-3 --warmup 300
+phase 2 --model "$OUT/phase1" --max-length 128 --batch-size 64 --max-steps "$P2_STEPS" --lr 5e-4 --warmup 100
+phase 3 --model "$OUT/phase2" --max-length 128 --batch-size 64 --max-steps "$P3_STEPS" --lr 3e-4 --warmup 100
 
 # fp16 weights (half the size); config.json keeps dropout 0.1 for fine-tuning.
 "$PY" - "$OUT/phase3" "$MODEL" <<'EOF'
