@@ -141,6 +141,20 @@ def test_mlm_batch_without_targets_is_zero_not_nan():
     assert torch.isfinite(out.loss) and int(out.n_targets) == 1
 
 
+def output_and_grads(model, field: str, *args, **kwargs) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One forward (output `field`) and backward of the loss: that output and every parameter's gradient."""
+    model.zero_grad()
+    out = model(*args, **kwargs)
+    out.loss.backward()
+    return getattr(out, field).detach(), [p.grad.clone() for p in model.parameters()]
+
+
+def assert_same_output_and_grads(a, b, atol: float = 1e-5) -> None:
+    torch.testing.assert_close(a[0], b[0], atol=atol, rtol=0)
+    for ga, gb in zip(a[1], b[1]):
+        torch.testing.assert_close(ga, gb, atol=atol, rtol=0)
+
+
 def test_sparse_head_matches_dense_loss_and_grads():
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig(**TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0))
@@ -149,14 +163,9 @@ def test_sparse_head_matches_dense_loss_and_grads():
     labels[0, 0] = 3
     results = []
     for sparse in (True, False):
-        model.zero_grad()
         model.sparse_head = sparse
-        out = model(ids, mask, labels=labels)
-        out.loss.backward()
-        results.append((out.loss.detach(), [p.grad.clone() for p in model.parameters()]))
-    torch.testing.assert_close(results[0][0], results[1][0], atol=1e-5, rtol=0)
-    for a, b in zip(results[0][1], results[1][1]):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        results.append(output_and_grads(model, "loss", ids, mask, labels=labels))
+    assert_same_output_and_grads(*results)
 
 
 @pytest.mark.parametrize("packed", [False, True])
@@ -303,8 +312,10 @@ def test_written_out_attention_equals_sdpa():
 def test_training_forward_with_attention_dropout_matches_eval_when_nothing_is_dropped():
     """In training mode with attention dropout on, a CPU model takes the written-out attention; with
     p so small that no weight is dropped (and hidden dropout 0) its output and gradients must be
-    those of eval mode, which runs SDPA."""
-    cfg = BertConfig(**TINY_SHAPE, hidden_dropout_prob=0.0, attention_probs_dropout_prob=1e-12)
+    those of eval mode, which runs SDPA. A wide init makes the attention far from uniform, so a
+    wrong scale or mask shows."""
+    cfg = BertConfig(**TINY_SHAPE, hidden_dropout_prob=0.0, attention_probs_dropout_prob=1e-12,
+                     initializer_range=0.3)
     torch.manual_seed(0)
     model = BertForMaskedLM(cfg)
     ids = torch.randint(5, cfg.vocab_size, (3, 12))
@@ -312,12 +323,5 @@ def test_training_forward_with_attention_dropout_matches_eval_when_nothing_is_dr
     att[2, 7:] = 0
     labels = torch.where(torch.rand(ids.shape) < 0.3, ids, -100)
     labels[0, 0] = ids[0, 0]
-    grads = []
-    for train in (True, False):
-        model.train(train).zero_grad()
-        out = model(ids, att, labels=labels)
-        out.loss.backward()
-        grads.append((out.logits.detach(), [p.grad.clone() for p in model.parameters()]))
-    torch.testing.assert_close(grads[0][0], grads[1][0], atol=1e-5, rtol=0)
-    for a, b in zip(grads[0][1], grads[1][1]):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    results = [output_and_grads(model.train(train), "logits", ids, att, labels=labels) for train in (True, False)]
+    assert_same_output_and_grads(*results)
