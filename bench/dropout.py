@@ -5,7 +5,7 @@ Two readings, each variant interleaved with the other round after round, medians
     op     forward + backward of one dropout on the hidden states of a batch (p 0.1, fp32 and bf16)
     step   a whole zh-small training step (train_throughput.py's: forward, backward, AdamW), the
            same model with its Dropout modules turned into nn.Dropout for the other variant
-           (attention dropout stays inside SDPA for both)
+           (the attention weights' dropout too: both variants run the written-out attention)
 
     .venv/bin/python bench/dropout.py [--rounds 11] [--precision bf16]   # bf16: native-bf16 CPUs only
 """
