@@ -90,6 +90,16 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     return dropout(scores.softmax(-1)) @ v  # (B, nh, T, hs)
 
 
+def write_out_attention(q: torch.Tensor, dropout_p: float) -> bool:
+    """Whether `attention` beats F.scaled_dot_product_attention here (BENCHMARKS.md, profile): on a
+    CPU with attention dropout (SDPA then runs its math path, drawing a Bernoulli per weight) and in
+    bf16 with gradients (the CPU flash kernel's bf16 backward is several times slower than the
+    matmuls written out). fp32 without dropout, inference and GPUs keep SDPA."""
+    if q.device.type != "cpu":
+        return False
+    return dropout_p > 0 or (q.dtype == torch.bfloat16 and q.requires_grad)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, cfg: BertConfig):
         super().__init__()
@@ -109,9 +119,7 @@ class SelfAttention(nn.Module):
         k = k.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         p = self.attn_drop.p if self.training else 0.0
-        if p > 0 and x.device.type == "cpu":
-            # With dropout SDPA runs its math path on a CPU anyway, drawing a Bernoulli per weight:
-            # the same steps written out, with the cheaper dropout mask (BENCHMARKS.md, profile).
+        if write_out_attention(q, p):
             y = attention(q, k, v, mask, self.attn_drop)  # (B, nh, T, hs)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)

@@ -325,3 +325,54 @@ def test_training_forward_with_attention_dropout_matches_eval_when_nothing_is_dr
     labels[0, 0] = ids[0, 0]
     results = [output_and_grads(model.train(train), "logits", ids, att, labels=labels) for train in (True, False)]
     assert_same_output_and_grads(*results)
+
+
+def test_bf16_training_on_cpu_writes_attention_out_and_matches_sdpa(monkeypatch):
+    """A CPU forward that needs gradients in bf16 (autocast) takes the written-out attention in every
+    layer; fp32 without dropout and inference keep SDPA. The bf16 loss and gradients agree with
+    the same pass through SDPA to bf16 precision (loss rtol 1e-2, gradients 5% of their largest
+    entry), with a wide init so that a wrong scale or mask would show."""
+    import torch.nn.functional as F
+
+    import minibert.model as model_module
+
+    calls = []
+    written = model_module.attention
+
+    def spy(*args):
+        calls.append(args[0].dtype)
+        return written(*args)
+
+    monkeypatch.setattr(model_module, "attention", spy)
+    cfg = BertConfig(**TINY_SHAPE, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.3)
+    torch.manual_seed(0)
+    model = BertForMaskedLM(cfg).train()
+    ids = torch.randint(5, cfg.vocab_size, (3, 12))
+    att = torch.ones_like(ids)
+    att[2, 7:] = 0
+    labels = torch.where(torch.rand(ids.shape) < 0.3, ids, -100)
+    labels[0, 0] = ids[0, 0]
+
+    def loss_and_grads():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(ids, att, labels=labels).loss
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad(set_to_none=True)
+        return loss.item(), grads
+
+    out = loss_and_grads()
+    assert calls == [torch.bfloat16] * cfg.num_hidden_layers
+    calls.clear()
+    model(ids, att, labels=labels).loss.backward()  # fp32, no dropout: SDPA
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(ids, att)  # no gradients: SDPA
+    assert calls == []
+    model.zero_grad(set_to_none=True)
+
+    monkeypatch.setattr(model_module, "attention",
+                        lambda q, k, v, mask, dropout: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    ref = loss_and_grads()
+    assert out[0] == pytest.approx(ref[0], rel=1e-2)
+    for name, g in ref[1].items():
+        torch.testing.assert_close(out[1][name], g, atol=0.05 * float(g.abs().max()) + 1e-6, rtol=0, msg=name)
