@@ -473,6 +473,7 @@ def _train(args, rank: int, world: int) -> int:
         print(f"           dropout {dropout:g}{masking}, AdamW betas {args.adam_betas[0]:g},{args.adam_betas[1]:g} "
               f"eps {args.adam_eps:g}, weight decay {args.weight_decay:g}")
         print(f"hardware:  {trainer.device}, precision {trainer.precision}"
+              f"{' (bf16 working copy of the weights)' if args.bf16_weights else ''}"
               f"{', compiled' if args.compile else ''}")
         print(f"output:    {args.output}")
     # train_args.json once the run goes ahead: a refused --resume leaves the folder as it was.

@@ -70,6 +70,39 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
+class BF16Copy:
+    """A copy of `model` with bf16 parameters for the forward and backward passes, the fp32 model
+    staying the truth: no autocast, so weights and activations are bf16 end to end (losses are
+    computed in fp32 from upcast logits). After each backward `add_grads` adds the copy's
+    gradients to the fp32 model's .grad (summed in fp32 over micro-batches); the optimizer updates
+    the fp32 weights and `refresh` copies them back. Buffers (e.g. class weights) stay as they were.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        import copy
+
+        self.module = copy.deepcopy(model)
+        for w in self.module.parameters():  # tied weights are one Parameter: converted once, still tied
+            w.data = w.data.to(torch.bfloat16)
+        self.pairs = list(zip(model.parameters(), self.module.parameters()))
+
+    @torch.no_grad()
+    def add_grads(self) -> None:
+        for p, w in self.pairs:
+            if w.grad is None:
+                continue
+            if p.grad is None:
+                p.grad = w.grad.to(p.dtype)
+            else:
+                p.grad.add_(w.grad)
+            w.grad = None
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        for p, w in self.pairs:
+            w.copy_(p)
+
+
 def allow_tf32(device: torch.device) -> None:
     """On GPUs, let fp32 matmuls use TF32 tensor cores: ~8x the fp32 rate at a 10-bit mantissa."""
     if device.type == "cuda":

@@ -245,6 +245,7 @@ def test_unknown_task(work, script):
     (TRAIN, ["--patience", "2", "--eval-every", "1"], ["--patience 2", "--eval FILE"]),
     (TRAIN, ["--patience", "2", "--eval-split", "0.2"], ["--patience 2", "--eval-every"]),
     (TRAIN, ["--patience", "-1"], ["--patience -1", "at least 0"]),
+    (TRAIN, ["--bf16-weights", "--precision", "fp32"], ["--bf16-weights", "--precision bf16"]),
     (PREDICT, ["--eval", "corpus.jsonl", "--confusion-png", "c.png"], ["--confusion-png", "classification"]),
 ])
 def test_bad_flag_value(work, mlm, script, flags, expected):
