@@ -12,6 +12,8 @@ elsewhere (and always fp32 as well).
                   position and the masked positions picked afterwards, the head still sparse: what
                   running the last layer at the masked positions only (BertModel's `positions`) gains
     minibert-compiled  (with --compile) minibert with torch.compile(model), as train.py --compile
+    minibert-bf16-weights  (with --bf16-weights, bf16 only) minibert with its passes on a bf16 copy
+                  of the model and the fp32 weights updated, as train.py --bf16-weights
 
 Both start from the same weights and read the same batches: --batches blocks of real corpus text
 collated once by minibert's MaskingCollator (so collation is outside the timing for both). Variants
@@ -40,7 +42,7 @@ from minibert.config import PRESETS
 from minibert.data.features import group_texts, tokenize_texts
 from minibert.model import masked_lm_loss
 from minibert.optim import make_schedule, param_groups
-from minibert.runtime import allow_tf32, autocast, cpu_has_native_bf16
+from minibert.runtime import BF16Copy, allow_tf32, autocast, cpu_has_native_bf16
 
 IMPLS = ("minibert", "transformers")
 
@@ -70,6 +72,8 @@ def build(impl: str, cfg: BertConfig, state: dict, device: torch.device, steps: 
             model = FullLastLayer(model)
         elif impl == "minibert-compiled":
             model = torch.compile(model)
+        elif impl == "minibert-bf16-weights":
+            model = BF16Copy(model)
     else:
         import transformers
 
@@ -88,6 +92,15 @@ def build(impl: str, cfg: BertConfig, state: dict, device: torch.device, steps: 
 
 def step(built, batch: dict[str, torch.Tensor], device: torch.device, precision: str) -> None:
     model, optimizer, schedule = built
+    if isinstance(model, BF16Copy):  # Trainer.step with --bf16-weights
+        model.module(**batch).loss.backward()
+        model.add_grads()
+        torch.nn.utils.clip_grad_norm_([p for p, _ in model.pairs], 1.0)
+        optimizer.step()
+        model.refresh()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        return
     with autocast(device, precision):
         loss = model(**batch).loss
     loss.backward()
@@ -113,6 +126,8 @@ def main() -> None:
                         help="also time minibert with its last layer at every position (the lever's share)")
     parser.add_argument("--compile", action="store_true",
                         help="also time minibert under torch.compile (compiled during the warm-up steps)")
+    parser.add_argument("--bf16-weights", action="store_true",
+                        help="also time minibert with train.py --bf16-weights (bf16 precision only)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
     if not args.data.is_file():
@@ -149,7 +164,10 @@ def main() -> None:
     print(f"recipe: zh-small, {args.batch_size} x {args.max_length} blocks ({tokens_per_step} tokens/step), "
           f"15% token-level masking, dropout 0, clip 1.0; {args.rounds} rounds x {args.steps} steps")
 
-    variants = [(impl, p) for p in precisions for impl in impls]
+    if args.bf16_weights:
+        built["minibert-bf16-weights"] = build("minibert-bf16-weights", cfg, state, device, args.steps)
+    variants = [(impl, p) for p in precisions for impl in impls] + (
+        [("minibert-bf16-weights", "bf16")] if args.bf16_weights and "bf16" in precisions else [])
     cursor = {v: 0 for v in variants}
 
     def run(v, n):
@@ -186,10 +204,11 @@ def main() -> None:
     print(markdown_table(["precision", "minibert tokens/s", "transformers tokens/s", "minibert step ms (min-max)",
                           "transformers step ms (min-max)", "ratio"], rows))
     for r in results:
-        if r["impl"] in ("minibert-full-last-layer", "minibert-compiled"):
+        if r["impl"] in ("minibert-full-last-layer", "minibert-compiled", "minibert-bf16-weights"):
             mb = next(x for x in results if x["impl"] == "minibert" and x["precision"] == r["precision"])
             tf = next(x for x in results if x["impl"] == "transformers" and x["precision"] == r["precision"])
-            what = "with the full last layer" if r["impl"] == "minibert-full-last-layer" else "compiled"
+            what = {"minibert-full-last-layer": "with the full last layer", "minibert-compiled": "compiled",
+                    "minibert-bf16-weights": "with --bf16-weights"}[r["impl"]]
             print(f"{r['precision']}: minibert {what} {r['tokens_per_s']:,.0f} tokens/s "
                   f"(step {r['step_ms']:.0f} ms, {min(r['step_ms_all']):.0f}-{max(r['step_ms_all']):.0f}), "
                   f"{r['tokens_per_s'] / tf['tokens_per_s']:.2f}x transformers, "

@@ -7,7 +7,8 @@ A step is forward, backward, optimizer step, zero grads (no clipping, no accumul
 Both get the same config, dropout on (train mode), and the same batch: random ids, every sequence
 --seq tokens long (no padding, as in pre-training on grouped text), 15% of the tokens replaced by a
 stand-in [MASK] id and labelled, -100 elsewhere. fp32 on CUDA means TF32 matmuls, as the trainer sets;
-bf16 is autocast with fp32 weights, as the trainer does.
+bf16 is autocast with fp32 weights, as the trainer does. With --bf16-weights, minibert-bf16-weights runs
+minibert's passes on a bf16 copy of the model and updates the fp32 weights (train.py --bf16-weights).
 
 Timing: for each shape, the variants (implementation x precision) run interleaved in one process,
 round after round, the order reversed every other round so drift in machine load hits all alike;
@@ -45,7 +46,7 @@ from torch.profiler import ProfilerActivity, profile
 from minibert import AdamW, BertConfig, BertForMaskedLM
 from minibert.model import flops_per_token
 from minibert.optim import param_groups
-from minibert.runtime import allow_tf32, autocast, cpu_has_native_bf16
+from minibert.runtime import BF16Copy, allow_tf32, autocast, cpu_has_native_bf16
 
 IMPLS = ("minibert", "transformers")
 MASK_ID = 4  # a stand-in [MASK]: the weights are random, so any ordinary id will do
@@ -76,9 +77,10 @@ def make_batch(shape: str, batch_size: int, seq: int, device: torch.device) -> d
 
 def build(impl: str, shape: str, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    if impl == "minibert":
+    if impl.startswith("minibert"):
         model = BertForMaskedLM(BertConfig(**SHAPES[shape])).to(device).train()
-        return model, AdamW(param_groups(model, 0.01), lr=1e-4)
+        optimizer = AdamW(param_groups(model, 0.01), lr=1e-4)
+        return (BF16Copy(model) if impl == "minibert-bf16-weights" else model), optimizer
     import transformers
 
     cfg = transformers.BertConfig(**SHAPES[shape], attn_implementation="sdpa")
@@ -87,6 +89,13 @@ def build(impl: str, shape: str, device: torch.device) -> tuple[torch.nn.Module,
 
 
 def train_step(model, optimizer, batch: dict[str, torch.Tensor], device: torch.device, precision: str) -> None:
+    if isinstance(model, BF16Copy):  # Trainer.step with --bf16-weights
+        model.module(**batch).loss.backward()
+        model.add_grads()
+        optimizer.step()
+        model.refresh()
+        optimizer.zero_grad(set_to_none=True)
+        return
     with autocast(device, precision):
         loss = model(**batch).loss  # both libraries take these keyword names
     loss.backward()
@@ -136,6 +145,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="training steps timed per variant per round")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's bf16 dense peak for MFU (default: by GPU name, e.g. H100 SXM 989)")
+    parser.add_argument("--bf16-weights", action="store_true",
+                        help="also time minibert with train.py --bf16-weights (with bf16 in --precisions)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args()
 
@@ -165,8 +176,9 @@ def main() -> None:
         batch = make_batch(shape, args.batch_size, args.seq, device)
         labelled = float((batch["labels"] != -100).float().mean())
         flops = flops_per_token(BertConfig(**SHAPES[shape]), args.seq, mlm_fraction=labelled)
-        built = {impl: build(impl, shape, device) for impl in IMPLS}  # the precisions share a model
-        variants = [(impl, p) for p in precisions for impl in IMPLS]
+        extra = [("minibert-bf16-weights", "bf16")] if args.bf16_weights and "bf16" in precisions else []
+        built = {impl: build(impl, shape, device) for impl in IMPLS + tuple(i for i, _ in extra)}
+        variants = [(impl, p) for p in precisions for impl in IMPLS] + extra  # the precisions share a model
         for impl, p in variants:  # warm-up: Adam's moments, autocast caches, kernel selection
             for _ in range(2):
                 train_step(*built[impl], batch, device, p)
@@ -214,6 +226,15 @@ def main() -> None:
             ratio_rows.append([shape, f"minibert {p}", f"{ratio['vs_same_precision']:.2f}x",
                                f"{ratio['vs_transformers_best']:.2f}x (transformers {best['precision']}, "
                                f"{best['tokens_per_s']:,.0f} tokens/s)", f"{ratio['memory_vs_same_precision']:.2f}x"])
+        if ("minibert-bf16-weights", "bf16") in by:
+            mb, tf = by[("minibert-bf16-weights", "bf16")], by[("transformers", "bf16")]
+            ratios.append({"shape": shape, "minibert_precision": "bf16-weights",
+                           "vs_same_precision": mb["tokens_per_s"] / tf["tokens_per_s"],
+                           "vs_minibert_autocast": mb["tokens_per_s"] / by[("minibert", "bf16")]["tokens_per_s"],
+                           "memory_vs_same_precision": mb["peak_mib"] / tf["peak_mib"]})
+            ratio_rows.append([shape, "minibert --bf16-weights", f"{ratios[-1]['vs_same_precision']:.2f}x",
+                               f"{ratios[-1]['vs_minibert_autocast']:.3f}x minibert bf16 autocast",
+                               f"{ratios[-1]['memory_vs_same_precision']:.2f}x"])
     print()
     print(markdown_table(["shape", "variant", "speed vs transformers same precision",
                           "speed vs transformers best", "peak memory vs same precision"], ratio_rows))
