@@ -1,5 +1,5 @@
-"""minibert's Dropout (a torch.rand mask, one multiply; CPU fp32) against torch's nn.Dropout (a
-Bernoulli draw per element).
+"""minibert's Dropout (a random-integer mask, one multiply; CPU fp32 and bf16) against torch's
+nn.Dropout (a Bernoulli draw per element).
 
 Two readings, each variant interleaved with the other round after round, medians reported:
     op     forward + backward of one dropout on the hidden states of a batch (p 0.1, fp32 and bf16)

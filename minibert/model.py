@@ -8,6 +8,7 @@ V vocabulary size, N number of positions the MLM head is asked about.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -41,12 +42,23 @@ class Output:
     n_targets: torch.Tensor | None = None
 
 
+def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """Boolean mask, each element True with probability 1 - p, independently: uniform 32-bit
+    integers compared with a threshold. torch draws them as full-range int64 (two 32-bit outputs of
+    its generator each), about half the time torch.rand takes for as many fp32 numbers; the
+    threshold's resolution is 2^-32 (torch.rand's is 2^-24)."""
+    n = math.prod(shape)
+    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_(-2**63, None)
+    threshold = round(p * 2**32) - 2**31  # P(int32 < threshold) = p
+    return words.view(torch.int32)[:n].view(shape) >= threshold
+
+
 class Dropout(nn.Dropout):
-    """nn.Dropout with a cheaper mask on CPUs, in fp32 and bf16: torch.rand compared with p, then one
-    multiply, where torch's kernel draws a Bernoulli per element (bench/dropout.py). The same
-    distribution: each element kept with probability 1 - p and scaled by 1 / (1 - p); the mask is
-    drawn in fp32 and, for bf16 input, cast to bf16 as torch's kernel keeps its mask in the input's
-    dtype. Other devices and dtypes use torch's kernel."""
+    """nn.Dropout with a cheaper mask on CPUs, in fp32 and bf16: `keep_mask` (random integers
+    against a threshold), then one multiply, where torch's kernel draws a Bernoulli per element
+    (bench/dropout.py). The same distribution: each element kept with probability 1 - p and scaled
+    by 1 / (1 - p); for bf16 input the mask holds 1 / (1 - p) rounded to bf16, as torch's kernel
+    keeps its mask in the input's dtype. Other devices and dtypes use torch's kernel."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (not self.training or self.p == 0 or x.device.type != "cpu"
@@ -54,8 +66,8 @@ class Dropout(nn.Dropout):
             return super().forward(x)
         if self.p == 1:
             return x * 0
-        keep = torch.rand(x.shape, device=x.device).ge_(self.p).mul_(1 / (1 - self.p))  # 0 or 1 / (1 - p)
-        return x * keep.to(x.dtype)
+        keep = keep_mask(x.shape, self.p, x.device).to(x.dtype).mul_(1 / (1 - self.p))  # 0 or 1 / (1 - p)
+        return x * keep
 
 
 class Embeddings(nn.Module):

@@ -291,6 +291,24 @@ def test_dropout_keeps_with_probability_1_minus_p_and_scales(dtype):
     assert torch.equal(drop(x), a)  # drawn from torch's generator: seeded runs and resume repeat it
 
 
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.75])
+def test_keep_mask_keeps_with_probability_1_minus_p_at_even_and_odd_positions(p):
+    """keep_mask draws int64 words and reads each as two int32s: both halves must be uniform over
+    the whole int32 range (a draw without the sign bit would keep every odd element when p < 0.5).
+    Over 2^19 elements at even and at odd positions each, the kept fraction is 1 - p within 5
+    standard errors; an odd element count and the shape come out right."""
+    from minibert.model import keep_mask
+
+    torch.manual_seed(0)
+    m = keep_mask(torch.Size([1024, 1025]), p, torch.device("cpu"))
+    assert m.shape == (1024, 1025) and m.dtype == torch.bool
+    flat = m.flatten()[: 2**20]
+    se = (p * (1 - p) / 2**19) ** 0.5
+    for half in (flat[0::2], flat[1::2]):
+        assert abs(half.double().mean().item() - (1 - p)) < 5 * se
+    assert keep_mask(torch.Size([3, 5]), 1e-12, torch.device("cpu")).all()
+
+
 def test_written_out_attention_equals_sdpa():
     """The CPU training path's attention (dropout outside SDPA, with minibert's cheaper mask) computes
     what F.scaled_dot_product_attention does, for no mask, a key-padding mask and a packed
