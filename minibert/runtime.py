@@ -6,6 +6,7 @@ Used by the trainer, the pipelines, the CLI and the benchmarks, so that `--devic
 
 from __future__ import annotations
 
+import copy
 import os
 from contextlib import nullcontext
 from pathlib import Path
@@ -79,8 +80,6 @@ class BF16Copy:
     """
 
     def __init__(self, model: torch.nn.Module):
-        import copy
-
         self.module = copy.deepcopy(model)
         for w in self.module.parameters():  # tied weights are one Parameter: converted once, still tied
             w.data = w.data.to(torch.bfloat16)

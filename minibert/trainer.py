@@ -291,7 +291,6 @@ class Trainer:
         # --bf16-weights: forward and backward run on a bf16 copy (runtime.BF16Copy). Checkpoints,
         # evaluation and the saved model read the fp32 model, which the optimizer updates.
         self.bf16_copy: BF16Copy | None = None
-        self.working: nn.Module | None = None
         if cfg.bf16_weights:
             if self.precision != "bf16":
                 raise TrainingError(f"--bf16-weights needs bf16 precision, not {self.precision}: add --precision bf16 "
@@ -299,13 +298,13 @@ class Trainer:
             if self.world > 1:
                 raise TrainingError("--bf16-weights runs in one process: drop it or train with one process")
             self.bf16_copy = BF16Copy(self.model)
-            self.working = self.bf16_copy.module
 
         self.ddp = None
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.forward = self.working if self.working is not None else self.ddp if self.ddp is not None else self.model
+        self.forward = (self.bf16_copy.module if self.bf16_copy is not None
+                        else self.ddp if self.ddp is not None else self.model)
         if cfg.compile:
             self.forward = torch.compile(self.forward)
 
@@ -344,8 +343,8 @@ class Trainer:
         """Forward and backward over the micro-batches, leaving in .grad the gradient of the mean
         loss over all their targets (on all ranks), as if they were one batch."""
         self.model.train()
-        if self.working is not None:
-            self.working.train()
+        if self.bf16_copy is not None:
+            self.bf16_copy.module.train()
         counts = torch.tensor(float(sum(self.task.count_targets(b) for b in micro)), device=self.device)
         if self.world > 1:
             dist.all_reduce(counts)
@@ -356,7 +355,7 @@ class Trainer:
             last = i == len(micro) - 1
             sync = nullcontext() if (self.ddp is None or last) else self.ddp.no_sync()
             with sync:
-                with autocast(self.device, self.precision) if self.working is None else nullcontext():
+                with autocast(self.device, self.precision) if self.bf16_copy is None else nullcontext():
                     out = self.forward(**batch)
                 # Sum of per-target losses over N targets of the whole step: the objective does not
                 # depend on how the targets fall into micro-batches. DDP averages gradients over

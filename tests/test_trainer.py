@@ -388,25 +388,25 @@ def test_bf16_weights_needs_bf16_and_keeps_the_fp32_model_the_truth(tok, feature
     t = make_trainer(tok, features, tmp_path, dropout=0.0, precision="bf16", bf16_weights=True, grad_accum=3, warmup=0,
                      max_steps=2)
     assert all(p.dtype == torch.float32 for p in t.model.parameters())
-    assert all(w.dtype == torch.bfloat16 for w in t.working.parameters())
+    assert all(w.dtype == torch.bfloat16 for w in t.bf16_copy.module.parameters())
     micro = [t.collate(features[i:i + 4]) for i in (0, 4, 8)]
     t.accumulate(micro)
-    assert all(w.grad is None for w in t.working.parameters())
+    assert all(w.grad is None for w in t.bf16_copy.module.parameters())
     got = {n: p.grad.clone() for n, p in t.model.named_parameters()}
     assert all(g.dtype == torch.float32 for g in got.values())
     # the same micro-batches through an autocast pass of the fp32 model: the same gradient up to bf16 rounding
     t.model.zero_grad(set_to_none=True)
-    bf16_copy, t.bf16_copy, t.working, t.forward = t.bf16_copy, None, None, t.model
+    bf16_copy, t.bf16_copy, t.forward = t.bf16_copy, None, t.model
     t.accumulate(micro)
     for n, p in t.model.named_parameters():
         torch.testing.assert_close(got[n], p.grad, atol=0.03 * float(p.grad.abs().max()) + 1e-6, rtol=0, msg=n)
-    t.bf16_copy, t.working, t.forward = bf16_copy, bf16_copy.module, bf16_copy.module
+    t.bf16_copy, t.forward = bf16_copy, bf16_copy.module
     t.model.zero_grad(set_to_none=True)
     before = _weights(t.model)
     t.step(micro)
     after = _weights(t.model)
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    for (n, p), w in zip(t.model.named_parameters(), t.working.parameters()):
+    for (n, p), w in zip(t.model.named_parameters(), t.bf16_copy.module.parameters()):
         assert torch.equal(w, p.detach().to(torch.bfloat16)), n  # refreshed after the update
 
 
