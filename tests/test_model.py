@@ -373,11 +373,7 @@ def test_bf16_training_on_cpu_writes_attention_out_and_matches_sdpa(monkeypatch)
 
     def loss_and_grads():
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(ids, att, labels=labels).loss
-        loss.backward()
-        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-        model.zero_grad(set_to_none=True)
-        return loss.item(), grads
+            return output_and_grads(model, "loss", ids, att, labels=labels)
 
     out = loss_and_grads()
     assert calls == [torch.bfloat16] * cfg.num_hidden_layers
@@ -391,6 +387,6 @@ def test_bf16_training_on_cpu_writes_attention_out_and_matches_sdpa(monkeypatch)
     monkeypatch.setattr(model_module, "attention",
                         lambda q, k, v, mask, dropout: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
     ref = loss_and_grads()
-    assert out[0] == pytest.approx(ref[0], rel=1e-2)
-    for name, g in ref[1].items():
-        torch.testing.assert_close(out[1][name], g, atol=0.05 * float(g.abs().max()) + 1e-6, rtol=0, msg=name)
+    assert out[0].item() == pytest.approx(ref[0].item(), rel=1e-2)
+    for (name, _), got, g in zip(model.named_parameters(), out[1], ref[1]):
+        torch.testing.assert_close(got, g, atol=0.05 * float(g.abs().max()) + 1e-6, rtol=0, msg=name)
