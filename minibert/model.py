@@ -124,21 +124,54 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
                 positions: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, C) -> (B, T, C), or (N, C) at `positions` (see select): every token is still a key
-        and a value, but the output projection runs for the selected queries only."""
+        and a value, but queries, attention weights and the output projection are computed for the
+        selected tokens only."""
+        if positions is not None:
+            return self.forward_at(x, mask, positions)
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
+        y = self.attend(q, k, v, mask)  # (B, T, C)
+        return self.proj(y)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, Tq, C) queries, (B, T, C) keys and values -> (B, Tq, C), heads split and joined here."""
+        B, Tq, C = q.shape
+        T = k.size(1)
+        q = q.view(B, Tq, self.nh, self.hs).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         p = self.attn_drop.p if self.training else 0.0
         if write_out_attention(q, p):
-            y = attention(q, k, v, mask, self.attn_drop)  # (B, nh, T, hs)
+            y = attention(q, k, v, mask, self.attn_drop)  # (B, nh, Tq, hs)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
-        if positions is not None:
-            y = select(y, positions)  # (N, C)
-        return self.proj(y)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
+        return y.transpose(1, 2).reshape(B, Tq, C)  # (B, Tq, C)
+
+    def forward_at(self, x: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (N, C) at `positions`. Each row's selected queries are gathered into a
+        (B, Tq, C) block, Tq the most any row has (the rest of the block repeats the row's first
+        token and is dropped afterwards), so attention stays one batched call of Tq query rows."""
+        B, T, C = x.shape
+        if positions.dtype == torch.bool:
+            positions = positions.nonzero()  # (N, 2), row-major, as select gives them
+        rows, cols = positions[:, 0], positions[:, 1]  # (N,), (N,)
+        counts = torch.bincount(rows, minlength=B)  # (B,) selected tokens per row
+        # Each selected token's slot in its row's block: its rank among the row's selections.
+        order = torch.argsort(rows, stable=True)
+        first = counts.cumsum(0) - counts  # (B,) where each row's selections start in `order`
+        slot = torch.empty_like(rows)
+        slot[order] = torch.arange(len(rows), device=x.device) - first[rows[order]]
+        Tq = int(counts.max()) if len(rows) else 0
+        query_cols = torch.zeros(B, Tq, dtype=cols.dtype, device=x.device)  # (B, Tq)
+        query_cols[rows, slot] = cols
+        w, b = self.qkv.weight, self.qkv.bias  # (3C, C), (3C,): Q's rows first
+        q = F.linear(x[torch.arange(B, device=x.device)[:, None], query_cols], w[:C], b[:C])  # (B, Tq, C)
+        k, v = F.linear(x, w[C:], b[C:]).split(C, dim=2)  # 2 x (B, T, C)
+        if mask is not None and mask.size(2) > 1:  # a packed mask, (B, 1, T, T): each query's row of it
+            mask = mask[torch.arange(B, device=x.device)[:, None], 0, query_cols][:, None]  # (B, 1, Tq, T)
+        y = self.attend(q, k, v, mask)  # (B, Tq, C)
+        return self.proj(y[rows, slot])  # (N, C)
 
 
 class FeedForward(nn.Module):
@@ -276,9 +309,10 @@ class BertModel(Pretrained, nn.Module):
 
         positions: a (B, T) boolean mask or (N, 2) (row, column) indices of the tokens whose last
         hidden state is wanted (the masked tokens for a masked-LM loss, [CLS] for a classifier). The
-        last layer then runs its output projection, residual, LayerNorms and feed-forward for those
-        N tokens only, while every token stays a key and a value of its attention: the same values
-        as selecting from the full output, for a fraction of the last layer's work.
+        last layer then computes queries, attention weights, output projection, residual,
+        LayerNorms and feed-forward for those N tokens only, while every token stays a key and a
+        value of its attention: the same values as selecting from the full output, for a fraction
+        of the last layer's work.
 
         sequence_ids: (B, T) for rows that pack several sequences (0 = padding, k >= 1 = the k-th
         sequence of the row, each contiguous). Attention then stays within each sequence and
@@ -326,7 +360,7 @@ class BertForMaskedLM(Pretrained, nn.Module):
         self.config = cfg
         self.bert = BertModel(cfg, add_pooler=False)
         self.head = MLMHead(cfg)
-        # With labels, run the head, and the last layer past its attention scores, only where
+        # With labels, run the head, and the last layer apart from its keys and values, only where
         # labels != -100 (about 15% of tokens). The loss is the same as the dense head's; the
         # vocabulary projection, the costliest matmul of a small model, and most of the last layer's
         # matmuls shrink by ~85%. Off only to compare against the dense path.
@@ -463,12 +497,15 @@ def flops_per_token(cfg: BertConfig, seq_len: int, mlm_fraction: float = 1.0) ->
     """Training FLOPs per token (forward + backward = 3x forward), counting matmuls only.
 
     mlm_fraction is the share of positions the MLM head runs on (1.0 dense, ~0.15 sparse); the last
-    layer's output projection and feed-forward run on that share too (BertModel's `positions`).
+    layer's queries, attention, output projection and feed-forward run on that share too (BertModel's
+    `positions`; the padding of each row's queries to the fullest row's count is not counted).
     """
     C, L, FF, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
-    qkv_attention = 2 * 3 * C * C + 2 * 2 * seq_len * C  # Q, K, V projections + QK^T and AV
+    key_value = 2 * 2 * C * C  # K and V projections
+    query_attention = 2 * C * C + 2 * 2 * seq_len * C  # Q projection + QK^T and AV
     after_attention = 2 * (C * C + 2 * C * FF)  # output projection + feed-forward
-    last = qkv_attention + after_attention * mlm_fraction if L else 0
+    qkv_attention = key_value + query_attention
+    last = key_value + (query_attention + after_attention) * mlm_fraction if L else 0
     head = 2 * (C * C + C * V) * mlm_fraction
     return 3 * (max(L - 1, 0) * (qkv_attention + after_attention) + last + head)
 
