@@ -39,7 +39,7 @@ demo: setup
 data: setup
 	$(PY) scripts/prepare_zh.py
 
-# Reproduce models/zh-small from scratch: three pre-training phases, then the fp16 export (about two
+# Reproduce models/zh-small from scratch: five pre-training phases, then the fp16 export (about three
 # hours on 2 CPU cores with native bf16; see README). Rerun to resume after an interruption.
 pretrain: setup
 	PY=$(PY) bash scripts/pretrain_zh.sh

@@ -38,7 +38,7 @@ SCRATCH_LR = 1e-3  # pre-training from --config
 # Fill-mask fine-tuning of a trained model (--task mlm --model DIR): small batches, no dropout and a
 # gentle rate teach a fact from ~60 sentences in 10 epochs at a cost of under 2 points of held-out
 # accuracy (README, "Fine-tuning defaults").
-MLM_FINETUNE_LR, MLM_FINETUNE_BATCH, MLM_FINETUNE_DROPOUT = 1.35e-4, 8, 0.0
+MLM_FINETUNE_LR, MLM_FINETUNE_BATCH, MLM_FINETUNE_DROPOUT = 1.2e-4, 8, 0.0
 DEMO_EPOCHS = 10  # the default job: 60 sentences, 80 steps
 CLASSIFY_METRICS = ("accuracy", "macro_f1", "micro_f1", "exact_match", "eval_loss")  # over the problem types
 DEFAULT_MAX_LENGTH = 128  # --max-length; the model's own positions cap it

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Reproduce models/zh-small: corpus, three pre-training phases, fp16 export.
+# Reproduce models/zh-small: corpus, five pre-training phases, fp16 export.
 #
 #   bash scripts/pretrain_zh.sh            # or: make pretrain
-#   P1_STEPS=500 P2_STEPS=200 P3_STEPS=200 OUT=/tmp/zh bash scripts/pretrain_zh.sh   # a short trial
+#   P1_STEPS=500 P2_STEPS=200 P3_STEPS=200 P4_STEPS=200 P5_STEPS=200 OUT=/tmp/zh bash scripts/pretrain_zh.sh   # a short trial
 #
 # Phase 1 (from scratch) leaves the unigram plateau: many short blocks per step (128 x 64 tokens),
 # no dropout, token-level 80/10/10 masking, peak LR 1e-3. Phase 2 (from phase 1's weights, fresh
 # optimizer) trains on the corpus one line per example, up to 128 tokens: positions 64-127 get
 # trained, and the model sees sequences of every length that end in [SEP], as fine-tuning data and
-# fill-mask queries do. Phase 3 (from phase 2's weights, fresh optimizer) is more of phase 2 at a
-# lower peak LR (3e-4): about 5.7 more passes over the lines. Every phase checkpoints; rerunning
+# fill-mask queries do. Phases 3, 4 and 5 (each from the one before, fresh optimizer) are more of
+# phase 2 at lower peak LRs (3e-4, 2e-4, 1.5e-4), about 5.7 passes over the lines each. Phase 5 runs
+# with --seed 1: with the same seed and data a phase draws the same order and the same masks as
+# the one before, and fresh masks are what made phase 5 pay (BENCHMARKS.md). Every phase checkpoints; rerunning
 # the script resumes an interrupted phase and skips a finished one. --precision auto takes bf16 on
 # CPUs with native bf16 (AMX or AVX512-BF16) and GPUs, fp32 elsewhere (about 2x slower).
 set -euo pipefail
@@ -21,6 +23,8 @@ MODEL=${MODEL:-models/zh-small}      # the exported fp16 folder
 P1_STEPS=${P1_STEPS:-4500}
 P2_STEPS=${P2_STEPS:-1500}
 P3_STEPS=${P3_STEPS:-3000}
+P4_STEPS=${P4_STEPS:-3000}
+P5_STEPS=${P5_STEPS:-3000}
 EXTRA=${EXTRA:-}                     # more train.py flags for every phase, e.g. "--device cuda"
 
 [ -f data/zh/pretrain.txt ] || "$PY" scripts/prepare_zh.py
@@ -47,9 +51,12 @@ phase 1 --config zh-small --vocab vocab/zh.txt --group-texts --max-length 64 \
   --batch-size 128 --max-steps "$P1_STEPS" --lr 1e-3 --warmup 300
 phase 2 --model "$OUT/phase1" --max-length 128 --batch-size 64 --max-steps "$P2_STEPS" --lr 5e-4 --warmup 100
 phase 3 --model "$OUT/phase2" --max-length 128 --batch-size 64 --max-steps "$P3_STEPS" --lr 3e-4 --warmup 100
+phase 4 --model "$OUT/phase3" --max-length 128 --batch-size 64 --max-steps "$P4_STEPS" --lr 2e-4 --warmup 100
+phase 5 --model "$OUT/phase4" --max-length 128 --batch-size 64 --max-steps "$P5_STEPS" --lr 1.5e-4 --warmup 100 \
+  --seed 1
 
 # fp16 weights (half the size); config.json keeps dropout 0.1 for fine-tuning.
-"$PY" - "$OUT/phase3" "$MODEL" <<'EOF'
+"$PY" - "$OUT/phase5" "$MODEL" <<'EOF'
 import sys
 import torch
 from minibert import BertForMaskedLM, Tokenizer

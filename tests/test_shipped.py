@@ -48,6 +48,9 @@ def test_shipped_model_matches_transformers():
 # them): each must be the shipped model's top-1.
 COMMON = [
     ("经济发[MASK]", "展"),
+    # 中华人民共和国 occurs 69 times in the 2.9M-character corpus, 和平 497 times: models before
+    # phase 5 of scripts/pretrain_zh.sh ranked 平 first (BENCHMARKS.md).
+    ("中华人民共和[MASK]", "国"),
     ("我们要发展经[MASK]。", "济"),
     ("这家酒店的服务很[MASK]", "好"),
 ]
@@ -58,13 +61,6 @@ def test_shipped_model_completes_common_phrases(text, expected):
     fill = FillMask.from_pretrained(MODEL, device="cpu")
     top = [c.token for c in fill(text)[0].masks[0].candidates]
     assert top[0] == expected, top
-
-
-def test_shipped_model_knows_the_country_name_but_not_first():
-    """中华人民共和国 occurs 69 times in the 2.9M-character corpus, 和平 497 times: the model ranks 平
-    first (README). Pinned so that a better model shows up here."""
-    top = [c.token for c in FillMask.from_pretrained(MODEL, device="cpu")("中华人民共和[MASK]")[0].masks[0].candidates]
-    assert "国" in top, top
 
 
 def test_three_kingdoms_example_is_all_in_vocabulary():
@@ -92,8 +88,8 @@ def test_demo_cloze_fine_tuning_end_to_end(tmp_path):
     assert after.returncode == 0, after.stderr
     top_after = json.loads(after.stdout)["masks"][0]["candidates"][0]
     assert top_after["token"] == "涛", after.stdout
-    # The new fact did not cost what it knew. Target 2 points; measured 1.85-1.91 over seeds 0-2 (fp32,
-    # AVX2; README "Fine-tuning defaults"). The bound leaves room for CPUs that run it in bf16.
+    # The new fact did not cost what it knew. Target 2 points; measured 1.66-1.82 over seeds 0-2 (bf16,
+    # AVX512-BF16; README "Fine-tuning defaults"). The bound leaves room for CPUs that run it in fp32.
     assert heldout_accuracy(out) >= shipped_heldout() - 0.025
 
 
@@ -121,7 +117,7 @@ def test_a_second_invented_name_is_learned(tmp_path):
     """Not the demo file: other sentences, another invented figure (whose name character is rare in
     the corpus), train.py's defaults with 10 epochs. The name must come out on top and the model must
     keep what it knew: held-out masked-token accuracy, same masks before and after, at most 2 points
-    lost (measured over seeds 0-2: 0.9-1.1)."""
+    lost (measured over seeds 0-2: 1.35-1.68)."""
     query = "北宋画家欧阳[MASK]"
     before = FillMask.from_pretrained(MODEL, device="cpu")(query)[0].masks[0].candidates
     assert before[0].token != "砚"
