@@ -53,7 +53,6 @@ def best(scores: dict[str, float]) -> str:
     return max(scores, key=scores.get)
 
 
-
 def metrics(pred: list[str], gold: list[str], labels: list[str]) -> dict:
     ids = {name: i for i, name in enumerate(labels)}
     return classification_metrics(torch.tensor([ids[x] for x in pred]), torch.tensor([ids[x] for x in gold]),

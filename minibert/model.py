@@ -165,11 +165,12 @@ class SelfAttention(nn.Module):
         Tq = int(counts.max()) if len(rows) else 0
         query_cols = torch.zeros(B, Tq, dtype=cols.dtype, device=x.device)  # (B, Tq)
         query_cols[rows, slot] = cols
+        row_of = torch.arange(B, device=x.device)[:, None]  # (B, 1), with query_cols: (B, Tq) gathers
         w, b = self.qkv.weight, self.qkv.bias  # (3C, C), (3C,): Q's rows first
-        q = F.linear(x[torch.arange(B, device=x.device)[:, None], query_cols], w[:C], b[:C])  # (B, Tq, C)
+        q = F.linear(x[row_of, query_cols], w[:C], b[:C])  # (B, Tq, C)
         k, v = F.linear(x, w[C:], b[C:]).split(C, dim=2)  # 2 x (B, T, C)
         if mask is not None and mask.size(2) > 1:  # a packed mask, (B, 1, T, T): each query's row of it
-            mask = mask[torch.arange(B, device=x.device)[:, None], 0, query_cols][:, None]  # (B, 1, Tq, T)
+            mask = mask[row_of, 0, query_cols][:, None]  # (B, 1, Tq, T)
         y = self.attend(q, k, v, mask)  # (B, Tq, C)
         return self.proj(y[rows, slot])  # (N, C)
 

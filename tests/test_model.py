@@ -211,7 +211,6 @@ def test_positions_as_index_tensor_equal_boolean_mask():
     torch.testing.assert_close(a, full[where])
 
 
-
 @pytest.mark.parametrize("packed", [False, True])
 def test_last_layer_attends_from_the_selected_queries_only(monkeypatch, packed):
     """The last layer's attention gets one query row per selected token of the fullest row, not T;
@@ -236,6 +235,7 @@ def test_last_layer_attends_from_the_selected_queries_only(monkeypatch, packed):
     assert seen[TINY["num_hidden_layers"] - 1] == (3, T)  # the last layer of the first call
     assert all(s == (T, T) for s in seen[:TINY["num_hidden_layers"] - 1] + seen[TINY["num_hidden_layers"]:])
     torch.testing.assert_close(at, full[index[:, 0], index[:, 1]], atol=1e-5, rtol=0)
+
 
 def test_tied_decoder_and_init():
     cfg = BertConfig(**TINY)
