@@ -9,6 +9,7 @@ V vocabulary size, N number of positions the MLM head is asked about.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,10 @@ from torch import nn
 
 from . import checkpoint
 from .config import BertConfig
+
+# fp32 CPU matmuls of linear layers on oneDNN (see onednn_linear_applies); MINIBERT_FP32_MATMUL=blas,
+# or setting this to False, sends every one to F.linear (torch's BLAS).
+ONEDNN_FP32 = os.environ.get("MINIBERT_FP32_MATMUL", "onednn").lower() != "blas"
 
 
 def activation(name: str):
@@ -40,6 +45,58 @@ class Output:
     logits: torch.Tensor
     loss: torch.Tensor | None = None
     n_targets: torch.Tensor | None = None
+
+
+_onednn_linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+
+
+def onednn_linear_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether `linear` sends an fp32 CPU matmul to oneDNN instead of torch's BLAS (MKL). oneDNN's
+    fp32 kernels multiply the forward and input-gradient shapes of this model faster on the CPUs
+    measured (BENCHMARKS.md, "fp32 matmuls"), and add the bias inside the kernel; the weight
+    gradient, whose long dimension is the token count, stays with MKL, which is as fast or faster
+    there. Under autocast, on GPUs, in other dtypes and for empty inputs F.linear runs as before."""
+    return (_onednn_linear is not None and ONEDNN_FP32 and x.device.type == "cpu"
+            and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.numel() > 0
+            and not torch.is_autocast_enabled("cpu"))
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn_linear(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        g = grad.reshape(-1, grad.size(-1))  # (M, out)
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = _onednn_linear(grad, weight.t(), None, "none", [], "")  # (..., in)
+        if ctx.needs_input_grad[1]:
+            dw = g.t() @ x.reshape(-1, x.size(-1))  # (out, in)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            db = g.sum(0)
+        return dx, dw, db
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear, with fp32 CPU matmuls on oneDNN (see onednn_linear_applies). (..., in) -> (..., out)."""
+    if not onednn_linear_applies(x, weight):
+        return F.linear(x, weight, bias)
+    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                         or (bias is not None and bias.requires_grad))):
+        return _onednn_linear(x, weight, bias, "none", [], "")
+    return _OneDNNLinear.apply(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """nn.Linear through `linear`: the same parameters and state-dict keys."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
 
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
@@ -117,8 +174,8 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.nh, self.hs = cfg.num_attention_heads, cfg.head_size
         # Q, K and V in one matmul: one kernel launch and one read of x instead of three.
-        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
-        self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.qkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size)
+        self.proj = Linear(cfg.hidden_size, cfg.hidden_size)
         self.attn_drop = Dropout(cfg.attention_probs_dropout_prob)  # on the attention weights
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
@@ -167,8 +224,8 @@ class SelfAttention(nn.Module):
         query_cols[rows, slot] = cols
         row_of = torch.arange(B, device=x.device)[:, None]  # (B, 1), with query_cols: (B, Tq) gathers
         w, b = self.qkv.weight, self.qkv.bias  # (3C, C), (3C,): Q's rows first
-        q = F.linear(x[row_of, query_cols], w[:C], b[:C])  # (B, Tq, C)
-        k, v = F.linear(x, w[C:], b[C:]).split(C, dim=2)  # 2 x (B, T, C)
+        q = linear(x[row_of, query_cols], w[:C], b[:C])  # (B, Tq, C)
+        k, v = linear(x, w[C:], b[C:]).split(C, dim=2)  # 2 x (B, T, C)
         if mask is not None and mask.size(2) > 1:  # a packed mask, (B, 1, T, T): each query's row of it
             mask = mask[row_of, 0, query_cols][:, None]  # (B, 1, Tq, T)
         y = self.attend(q, k, v, mask)  # (B, Tq, C)
@@ -178,9 +235,9 @@ class SelfAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        self.up = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.up = Linear(cfg.hidden_size, cfg.intermediate_size)
         self.act = activation(cfg.hidden_act)
-        self.down = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.down = Linear(cfg.intermediate_size, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(self.act(self.up(x)))
@@ -294,7 +351,7 @@ class BertModel(Pretrained, nn.Module):
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_hidden_layers))
         # The pooler ([CLS] -> dense -> tanh) feeds the classifier; masked LM does not use it.
-        self.pooler = nn.Linear(cfg.hidden_size, cfg.hidden_size) if add_pooler else None
+        self.pooler = Linear(cfg.hidden_size, cfg.hidden_size) if add_pooler else None
         init_weights(self, cfg.initializer_range)
 
     def forward(
@@ -343,7 +400,7 @@ class MLMHead(nn.Module):
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
-        self.dense = nn.Linear(cfg.hidden_size, cfg.hidden_size)
+        self.dense = Linear(cfg.hidden_size, cfg.hidden_size)
         self.act = activation(cfg.hidden_act)
         self.norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
@@ -352,7 +409,7 @@ class MLMHead(nn.Module):
         """(..., C), (V, C) -> (..., V). The embedding table is passed in, not stored, so the tied
         weight has one name in the state dict."""
         h = self.norm(self.act(self.dense(h)))
-        return F.linear(h, word_embeddings, self.bias)
+        return linear(h, word_embeddings, self.bias)
 
 
 class BertForMaskedLM(Pretrained, nn.Module):
@@ -433,7 +490,7 @@ class BertForSequenceClassification(Pretrained, nn.Module):
         self.bert = BertModel(cfg, add_pooler=True)
         p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
         self.drop = Dropout(p)
-        self.classifier = nn.Linear(cfg.hidden_size, cfg.num_labels)
+        self.classifier = Linear(cfg.hidden_size, cfg.num_labels)
         init_weights(self.classifier, cfg.initializer_range)
         self.register_buffer("class_weights", None, persistent=False)
 

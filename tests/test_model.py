@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import TINY_SHAPE
 from torch import nn
 
+import minibert.model as model_module
 from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
 from minibert.checkpoint import state_to_hf
 from minibert.model import flops_per_token, masked_lm_loss, num_parameters
@@ -344,7 +350,6 @@ def test_written_out_attention_equals_sdpa():
     """The CPU training path's attention (dropout outside SDPA, with minibert's cheaper mask) computes
     what F.scaled_dot_product_attention does, for no mask, a key-padding mask and a packed
     block-diagonal mask (fp32, 1e-6)."""
-    import torch.nn.functional as F
 
     from minibert.model import attention, attention_mask_for_sdpa, packed_mask_for_sdpa
 
@@ -381,10 +386,6 @@ def test_bf16_training_on_cpu_writes_attention_out_and_matches_sdpa(monkeypatch)
     layer; fp32 without dropout and inference keep SDPA. The bf16 loss and gradients agree with
     the same pass through SDPA to bf16 precision (loss rtol 1e-2, gradients 5% of their largest
     entry), with a wide init so that a wrong scale or mask would show."""
-    import torch.nn.functional as F
-
-    import minibert.model as model_module
-
     calls = []
     written = model_module.attention
 
@@ -421,3 +422,71 @@ def test_bf16_training_on_cpu_writes_attention_out_and_matches_sdpa(monkeypatch)
     assert out[0].item() == pytest.approx(ref[0].item(), rel=1e-2)
     for (name, _), got, g in zip(model.named_parameters(), out[1], ref[1]):
         torch.testing.assert_close(got, g, atol=0.05 * float(g.abs().max()) + 1e-6, rtol=0, msg=name)
+
+
+def onednn_calls(monkeypatch) -> list[torch.dtype]:
+    """Spy on the oneDNN kernel `linear` calls: the input dtype of every call."""
+    calls = []
+    kernel = model_module._onednn_linear
+
+    def spy(x, w, b, *rest):
+        calls.append(x.dtype)
+        return kernel(x, w, b, *rest)
+
+    monkeypatch.setattr(model_module, "_onednn_linear", spy)
+    return calls
+
+
+@pytest.mark.skipif(model_module._onednn_linear is None, reason="this torch build has no oneDNN linear")
+@pytest.mark.parametrize("case", ["3d", "2d-no-bias", "transposed-input", "weight-slice", "one-output"])
+def test_onednn_linear_equals_f_linear_values_and_gradients(case):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 5, 16, generator=g) if case == "3d" else torch.randn(7, 16, generator=g)
+    w = torch.randn(40 if case == "weight-slice" else 1 if case == "one-output" else 24, 16, generator=g)
+    b = None if case == "2d-no-bias" else torch.randn(w.size(0), generator=g)
+    if case == "transposed-input":
+        x = torch.randn(16, 7, generator=g).t()  # not contiguous
+    leaves = [t.requires_grad_() for t in (x, w, b) if t is not None]
+    wv, bv = (w[8:32], b[8:32]) if case == "weight-slice" else (w, b)
+    out = model_module.linear(x, wv, bv)
+    grad = torch.randn(out.shape, generator=g)
+    got = torch.autograd.grad(out, leaves, grad)
+    ref_out = F.linear(x, wv, bv)
+    ref = torch.autograd.grad(ref_out, leaves, grad)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+    for a, r in zip(got, ref):
+        torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(model_module._onednn_linear is None, reason="this torch build has no oneDNN linear")
+def test_fp32_cpu_training_runs_every_linear_on_onednn_and_bf16_autocast_none(monkeypatch):
+    calls = onednn_calls(monkeypatch)
+    monkeypatch.setattr(model_module, "ONEDNN_FP32", True)  # whatever MINIBERT_FP32_MATMUL says
+    cfg = BertConfig(**TINY_SHAPE, vocab_size=64)
+    model = BertForMaskedLM(cfg).train()
+    ids = torch.randint(5, 64, (2, 9))
+    labels = torch.where(torch.rand(ids.shape) < 0.4, ids, -100)
+    labels[0, 0] = ids[0, 0]
+    model(ids, labels=labels).loss.backward()
+    # Forward: per layer qkv, attention output, FFN up and down, the last layer's qkv as two calls
+    # (Q at the labelled positions, K and V everywhere); the MLM head's dense and vocabulary
+    # projection. Backward: one input-gradient call for each (the weight gradients stay on MKL).
+    forward = 4 * cfg.num_hidden_layers + 1 + 2
+    assert calls == [torch.float32] * (2 * forward)
+    calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(ids, labels=labels).loss.backward()
+    assert calls == []
+    monkeypatch.setattr(model_module, "ONEDNN_FP32", False)
+    model(ids, labels=labels).loss.backward()
+    assert calls == []
+
+
+def test_fp32_matmul_environment_switch():
+    code = "import minibert.model as m; print(m.ONEDNN_FP32)"
+    env = {**os.environ, "MINIBERT_FP32_MATMUL": "blas"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    env["MINIBERT_FP32_MATMUL"] = "onednn"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
