@@ -38,7 +38,7 @@ from common import ROOT, SHAPES, environment, markdown_table, sync
 from minibert import AdamW, BertConfig, BertForMaskedLM, LengthGroupedSampler, MaskingCollator, Tokenizer
 from minibert.data import PackingCollator, pack_features, read_texts, tokenize_texts
 from minibert.optim import param_groups
-from minibert.runtime import allow_tf32, autocast, resolve_precision
+from minibert.runtime import allow_tf32, autocast, resolve_precision, reuse_freed_memory
 
 
 def load_sequences(tokenizer: Tokenizer, n: int, max_length: int, path: Path | None) -> tuple[list[dict], str]:
@@ -66,6 +66,7 @@ def main() -> None:
     device = torch.device(args.device)
     precision = resolve_precision("auto", device)
     allow_tf32(device)
+    reuse_freed_memory(device)  # as the trainer does; transformers gets it too
     tokenizer = Tokenizer.from_vocab(ROOT / "vocab" / "zh.txt")
     features, source = load_sequences(tokenizer, args.sequences, args.max_length, args.data)
     lengths = [len(f["input_ids"]) for f in features]

@@ -42,7 +42,7 @@ from minibert.config import PRESETS
 from minibert.data.features import group_texts, tokenize_texts
 from minibert.model import masked_lm_loss
 from minibert.optim import make_schedule, param_groups
-from minibert.runtime import BF16Copy, allow_tf32, autocast, cpu_has_native_bf16
+from minibert.runtime import BF16Copy, allow_tf32, autocast, cpu_has_native_bf16, reuse_freed_memory
 
 IMPLS = ("minibert", "transformers")
 
@@ -135,6 +135,7 @@ def main() -> None:
 
     device = torch.device(args.device)
     allow_tf32(device)
+    reuse_freed_memory(device)  # as the trainer does; transformers gets it too
     if args.precisions is None:
         args.precisions = "fp32,bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
     precisions = args.precisions.split(",")

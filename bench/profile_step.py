@@ -21,7 +21,7 @@ from common import environment, markdown_table, sync
 from torch.profiler import ProfilerActivity, profile
 from train_throughput import build, make_batch, train_step
 
-from minibert.runtime import allow_tf32
+from minibert.runtime import allow_tf32, reuse_freed_memory
 
 FAMILIES = [  # (family, substrings of op names), the first match wins
     ("optimizer (AdamW)", ("_foreach", "addcdiv", "lerp", "adamw", "_fused_adam")),
@@ -57,6 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     allow_tf32(device)
+    reuse_freed_memory(device)  # as the trainer does; transformers gets it too
     env = environment(device)
     print(f"torch {env['torch']}, {env['device']}, {env['threads']} threads, load average "
           f"{env['load_average'][0]:.2f}; precision {args.precision}; {args.steps} profiled steps after "

@@ -46,7 +46,7 @@ from torch.profiler import ProfilerActivity, profile
 from minibert import AdamW, BertConfig, BertForMaskedLM
 from minibert.model import flops_per_token
 from minibert.optim import param_groups
-from minibert.runtime import BF16Copy, allow_tf32, autocast, cpu_has_native_bf16
+from minibert.runtime import BF16Copy, allow_tf32, autocast, cpu_has_native_bf16, reuse_freed_memory
 
 IMPLS = ("minibert", "transformers")
 MASK_ID = 4  # a stand-in [MASK]: the weights are random, so any ordinary id will do
@@ -108,6 +108,7 @@ def peak_memory(impl: str, shape: str, precision: str, batch_size: int, seq: int
     and optimizer are built and two steps run, above what was live before."""
     device = torch.device(device)
     allow_tf32(device)
+    reuse_freed_memory(device)  # as the trainer does; transformers gets it too
     batch = make_batch(shape, batch_size, seq, device)
     if device.type == "cuda":
         sync(device)
@@ -163,6 +164,7 @@ def main() -> None:
         if p not in ("fp32", "bf16"):
             parser.error(f"--precisions: unknown precision {p!r}; use fp32 and/or bf16")
     allow_tf32(device)  # what the trainer does for fp32
+    reuse_freed_memory(device)  # as the trainer does; transformers gets it too
     peak_tflops = args.peak_tflops or default_peak_tflops(device)
     env = environment(device)
     tokens_per_step = args.batch_size * args.seq

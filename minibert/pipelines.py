@@ -28,7 +28,7 @@ from .data.collators import pad_batch
 from .data.features import TRUNCATION_KEY, encode_examples
 from .files import find_model
 from .model import BertForMaskedLM, BertForSequenceClassification
-from .runtime import resolve_device
+from .runtime import resolve_device, reuse_freed_memory
 from .tasks import SequenceClassification, saved_task
 from .tokenizer import Tokenizer
 
@@ -80,6 +80,7 @@ class FillMask:
 
     def __init__(self, model: BertForMaskedLM, tokenizer: Tokenizer, device: str | torch.device = "auto"):
         self.device = resolve_device(device)
+        reuse_freed_memory(self.device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.max_length = model.config.max_position_embeddings
@@ -277,6 +278,7 @@ class TextClassifier:
     def __init__(self, model: BertForSequenceClassification, tokenizer: Tokenizer,
                  device: str | torch.device = "auto"):
         self.device = resolve_device(device)
+        reuse_freed_memory(self.device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         cfg = model.config

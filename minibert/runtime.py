@@ -107,3 +107,30 @@ def allow_tf32(device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+
+
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # glibc's mallopt parameters
+_reusing = False
+
+
+def reuse_freed_memory(device: torch.device) -> bool:
+    """For CPU work on Linux with glibc: keep the memory of freed tensors in the process for the
+    next step instead of returning it to the system. By default glibc serves blocks over 32 MB
+    with fresh mmap pages and gives the heap's free top back over 64 MB, so every training step
+    page-faults (and the kernel zero-fills) its largest activations and gradients again; with
+    mmap only above 1 GB and no trimming below 1 GB a step reuses the previous step's pages
+    (BENCHMARKS.md, "Page faults"). The resident size then stays near the peak until the process
+    ends. Process-wide and idempotent; MINIBERT_MALLOC=default leaves glibc's settings alone.
+    Returns whether the settings are in force."""
+    global _reusing
+    if _reusing or device.type != "cpu" or os.environ.get("MINIBERT_MALLOC", "").lower() == "default":
+        return _reusing
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
+        return False
+    _reusing = bool(mallopt(M_MMAP_THRESHOLD, 1 << 30) and mallopt(M_TRIM_THRESHOLD, 1 << 30)
+                    and mallopt(M_TOP_PAD, 64 << 20))
+    return _reusing

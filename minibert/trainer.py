@@ -43,7 +43,7 @@ from .data.sampler import LengthGroupedSampler
 from .lock import OutputLock
 from .metrics import evaluate, summary_numbers
 from .optim import AdamW, LossScaler, make_schedule, param_groups
-from .runtime import BF16Copy, allow_tf32, autocast, resolve_device, resolve_precision
+from .runtime import BF16Copy, allow_tf32, autocast, resolve_device, resolve_precision, reuse_freed_memory
 
 if TYPE_CHECKING:
     from .tasks import Task
@@ -249,6 +249,7 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         allow_tf32(self.device)
+        reuse_freed_memory(self.device)
         task.setup_model(model)
         self.model = model.to(self.device)
         self.tokenizer = tokenizer

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from contextlib import nullcontext
 
 import pytest
@@ -35,3 +38,43 @@ def test_precision_refusals_and_autocast():
     assert isinstance(runtime.autocast(cpu, "fp32"), nullcontext)
     with runtime.autocast(cpu, "bf16"):
         assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.bfloat16
+
+
+PAGE_FAULTS = """
+import resource, sys, torch
+from minibert.runtime import reuse_freed_memory
+on = reuse_freed_memory(torch.device("cpu")) if sys.argv[1] == "reuse" else False
+faults = []
+for _ in range(6):  # a "step": three 40 MiB activations, every page written, then freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.ones(10 << 20)
+    y = x * 2
+    z = y + x
+    del x, y, z
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(on, min(faults[3:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
+def test_reuse_freed_memory_stops_page_faults_on_repeated_large_tensors():
+    """The pages of a step's freed activations serve the next step: with glibc's defaults (mmap
+    above 32 MB) every page is faulted in again each time (3 x 10,240 4-KiB pages)."""
+    def run(*args, **env):
+        out = subprocess.run([sys.executable, "-c", PAGE_FAULTS, *args], capture_output=True, text=True,
+                             check=True, env={**os.environ, **env})
+        on, faults = out.stdout.split()
+        return on == "True", int(faults)
+
+    on, faults = run("reuse")
+    if not on:
+        pytest.skip("not glibc: nothing to tune")
+    off, default = run("default")
+    assert not off and default > 20_000  # the untuned allocator faults (almost) every page in
+    assert faults < 500
+    on, faults = run("reuse", MINIBERT_MALLOC="default")
+    assert not on and faults > 20_000
+
+
+def test_reuse_freed_memory_leaves_gpu_runs_alone():
+    assert runtime.reuse_freed_memory(torch.device("meta")) is runtime._reusing
