@@ -65,7 +65,6 @@ class _OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return _onednn_linear(x, weight, bias, "none", [], "")
 
     @staticmethod
@@ -77,7 +76,7 @@ class _OneDNNLinear(torch.autograd.Function):
             dx = _onednn_linear(grad, weight.t(), None, "none", [], "")  # (..., in)
         if ctx.needs_input_grad[1]:
             dw = g.t() @ x.reshape(-1, x.size(-1))  # (out, in)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:  # False without a bias
             db = g.sum(0)
         return dx, dw, db
 
@@ -86,10 +85,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """F.linear, with fp32 CPU matmuls on oneDNN (see onednn_linear_applies). (..., in) -> (..., out)."""
     if not onednn_linear_applies(x, weight):
         return F.linear(x, weight, bias)
-    if not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                         or (bias is not None and bias.requires_grad))):
-        return _onednn_linear(x, weight, bias, "none", [], "")
-    return _OneDNNLinear.apply(x, weight, bias)
+    return _OneDNNLinear.apply(x, weight, bias)  # without gradients: the forward only, no graph
 
 
 class Linear(nn.Linear):
