@@ -1,8 +1,9 @@
-"""A zh-small training step with attention dropout on: minibert's written-out attention (scores,
-softmax, minibert's Dropout mask, times v) against the same model calling
-F.scaled_dot_product_attention with dropout_p, which on a CPU runs SDPA's math path and draws a
-Bernoulli per attention weight. Same model, same batch, variants interleaved round after round,
-medians reported.
+"""A zh-small training step with attention dropout on, three ways to attend: minibert's written-out
+attention (`minibert.model.attention`: head by head on strided views of q, k, v, scores, softmax,
+keep_mask's dropout, times v, backward written out), the same written out with the heads batched
+(q, k, v copied into (B, nh, T, hs), autograd's backward), and F.scaled_dot_product_attention with
+dropout_p, which on a CPU runs SDPA's math path and draws a Bernoulli per attention weight. Same
+model, same batch, variants interleaved round after round, medians reported.
 
     .venv/bin/python bench/attention_dropout.py [--rounds 9] [--precisions fp32,bf16]   # bf16: native-bf16 CPUs
 """
@@ -11,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
-from common import environment
+from common import environment, interleaved_ms
 from train_throughput import build, make_batch, train_step
 
 from minibert import model as modeling
@@ -23,8 +23,28 @@ from minibert import model as modeling
 written_out = modeling.attention
 
 
-def sdpa(q, k, v, mask, dropout):
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout.p)
+def split(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    B, T, C = x.shape
+    return x.view(B, T, num_heads, C // num_heads).transpose(1, 2)  # (B, nh, T, hs)
+
+
+def join(y: torch.Tensor) -> torch.Tensor:
+    return y.transpose(1, 2).flatten(2)  # (B, nh, T, hs) -> (B, T, C)
+
+
+def heads_batched(q, k, v, mask, num_heads, dropout_p):
+    """Written out over all heads at once: matmul copies each transposed operand to one batch stride."""
+    q, k, v = (split(x, num_heads) for x in (q, k, v))
+    scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)  # (B, nh, T, T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    keep = modeling.keep_mask(scores.shape, dropout_p, scores.device).to(scores.dtype) / (1 - dropout_p)
+    return join((scores.softmax(-1) * keep) @ v)
+
+
+def sdpa(q, k, v, mask, num_heads, dropout_p):
+    q, k, v = (split(x, num_heads) for x in (q, k, v))
+    return join(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p))
 
 
 def main() -> None:
@@ -40,23 +60,22 @@ def main() -> None:
           f"{env['load_average'][0]:.2f}; zh-small, batch {args.batch_size} x 128, dropout 0.1")
     model, optimizer = build("minibert", "zh-small", device)
     batch = make_batch("zh-small", args.batch_size, 128, device)
-    variants = {"written out": written_out, "SDPA dropout_p": sdpa}
+    variants = {"per head": written_out, "heads batched": heads_batched, "SDPA dropout_p": sdpa}
     for precision in args.precisions.split(","):
-        times: dict[str, list[float]] = {k: [] for k in variants}
-        names = list(variants)
-        for r in range(args.rounds):
-            for name in names if r % 2 == 0 else names[::-1]:
-                modeling.attention = variants[name]
-                train_step(model, optimizer, batch, device, precision)  # warm-up after the switch
-                start = time.perf_counter()
-                for _ in range(args.steps):
-                    train_step(model, optimizer, batch, device, precision)
-                times[name].append((time.perf_counter() - start) / args.steps * 1e3)
+
+        def step_with(fn, precision=precision):
+            def step():
+                modeling.attention = fn
+                train_step(model, optimizer, batch, device, precision)
+            return step
+
+        times = interleaved_ms({name: step_with(fn) for name, fn in variants.items()}, args.rounds, args.steps)
         modeling.attention = written_out
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"{precision}: " + ", ".join(f"{k} {v:.0f} ms ({min(times[k]):.0f}-{max(times[k]):.0f})"
                                           for k, v in med.items())
-              + f"; written out {med['SDPA dropout_p'] / med['written out']:.3f}x faster")
+              + "; per head " + ", ".join(f"{med[k] / med['per head']:.3f}x faster than {k}"
+                                          for k in variants if k != "per head"))
 
 
 if __name__ == "__main__":

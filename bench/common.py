@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -25,6 +27,29 @@ def sync(device: torch.device) -> None:
     """Wait for queued GPU work, so a timer read afterwards measures it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int, reps: int, *, warmup: int = 1,
+                   device: torch.device | None = None) -> dict[str, list[float]]:
+    """Milliseconds per call of each variant, one reading per round: each round runs every variant
+    `warmup` times untimed, then `reps` times timed, the variants' order rotated from round to round
+    so that none always follows the same neighbour (drift of a shared machine falls on all alike).
+    The caller picks the statistic (median or minimum) and says which."""
+    names = list(fns)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            for _ in range(warmup):
+                fns[name]()
+            if device is not None:
+                sync(device)
+            start = time.perf_counter()
+            for _ in range(reps):
+                fns[name]()
+            if device is not None:
+                sync(device)
+            times[name].append((time.perf_counter() - start) / reps * 1e3)
+    return times
 
 
 def device_name(device: torch.device) -> str:

@@ -144,15 +144,71 @@ class Embeddings(nn.Module):
         return self.drop(self.norm(x))
 
 
+class _HeadwiseAttention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(hs)) with dropout, times v, head by head on strided views of (B, T, C)
+    tensors. Batched over heads, the (B, T, nh, hs) -> (B, nh, T, hs) layout of q, k, v and the
+    way back have to be copied (bmm needs one batch stride); one head's (B, T, hs) slice is a
+    plain strided matrix per row that bmm reads in place, and the heads' outputs are joined once.
+    The backward is written out the same way, its gradients landing in (B, T, C) tensors."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocked: torch.Tensor | None,
+                num_heads: int, dropout_p: float) -> torch.Tensor:
+        B, Tq, C = q.shape
+        hs = C // num_heads
+        scale = hs**-0.5
+        keep = keep_mask(torch.Size([num_heads, B, Tq, k.size(1)]), dropout_p, q.device) if dropout_p > 0 else None
+        heads, probs, dropped = [], [], []
+        for h in range(num_heads):
+            cols = slice(h * hs, (h + 1) * hs)
+            scores = torch.bmm(q[..., cols], k[..., cols].transpose(1, 2)).mul_(scale)  # (B, Tq, T)
+            if blocked is not None:
+                scores.masked_fill_(blocked, float("-inf"))
+            w = scores.softmax(-1)  # attention weights
+            wd = w if keep is None else w.mul(keep[h])  # dropped; the 1 / (1 - p) scale is applied to y
+            heads.append(torch.bmm(wd, v[..., cols]))  # (B, Tq, hs)
+            probs.append(w)
+            dropped.append(wd)
+        y = torch.cat(heads, dim=-1)  # (B, Tq, C)
+        if keep is not None:
+            y.mul_(1 / (1 - dropout_p))
+        ctx.num_heads, ctx.dropout_p = num_heads, dropout_p
+        ctx.save_for_backward(q, k, v, keep, *probs, *dropped)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):
+        q, k, v, keep, *saved = ctx.saved_tensors
+        nh, dropout_p = ctx.num_heads, ctx.dropout_p
+        probs, dropped = saved[:nh], saved[nh:]
+        hs = q.size(-1) // nh
+        if keep is not None:
+            gy = gy * (1 / (1 - dropout_p))
+        gq, gk, gv = [], [], []
+        for h in range(nh):
+            cols = slice(h * hs, (h + 1) * hs)
+            gyh = gy[..., cols]  # (B, Tq, hs)
+            gv.append(torch.bmm(dropped[h].transpose(1, 2), gyh))  # (B, T, hs)
+            gp = torch.bmm(gyh, v[..., cols].transpose(1, 2))  # (B, Tq, T)
+            if keep is not None:
+                gp.mul_(keep[h])
+            gs = torch.ops.aten._softmax_backward_data(gp, probs[h], -1, probs[h].dtype)  # (B, Tq, T)
+            gq.append(torch.bmm(gs, k[..., cols]))  # (B, Tq, hs)
+            gk.append(torch.bmm(gs.transpose(1, 2), q[..., cols]))  # (B, T, hs)
+        scale = hs**-0.5
+        return (torch.cat(gq, dim=-1).mul_(scale), torch.cat(gk, dim=-1).mul_(scale), torch.cat(gv, dim=-1),
+                None, None, None)
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-              dropout: nn.Module) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hs), keys where mask is False excluded) with dropout, times v: what
-    F.scaled_dot_product_attention computes. q, k, v: (B, nh, T, hs); mask: None or boolean,
-    broadcastable to (B, nh, T, T), True = may attend, no row all False."""
-    scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)  # (B, nh, T, T)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return dropout(scores.softmax(-1)) @ v  # (B, nh, T, hs)
+              num_heads: int, dropout_p: float = 0.0) -> torch.Tensor:
+    """What F.scaled_dot_product_attention computes, with heads joined: q (B, Tq, C), k and v
+    (B, T, C) with the heads side by side along C, mask None or boolean broadcastable to
+    (B, 1, Tq, T) (True = may attend, no row all False) -> (B, Tq, C). Dropout on the attention
+    weights draws minibert's cheaper mask (keep_mask)."""
+    blocked = None if mask is None else ~mask[:, 0]  # (B or 1, Tq or 1, T)
+    with torch.autocast(q.device.type, enabled=False):  # q, k, v already carry autocast's dtype
+        return _HeadwiseAttention.apply(q, k, v, blocked, num_heads, dropout_p)
 
 
 def write_out_attention(q: torch.Tensor, dropout_p: float) -> bool:
@@ -188,17 +244,16 @@ class SelfAttention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                mask: torch.Tensor | None) -> torch.Tensor:
-        """(B, Tq, C) queries, (B, T, C) keys and values -> (B, Tq, C), heads split and joined here."""
+        """(B, Tq, C) queries, (B, T, C) keys and values -> (B, Tq, C)."""
+        p = self.attn_drop.p if self.training else 0.0
+        if write_out_attention(q, p):
+            return attention(q, k, v, mask, self.nh, p)
         B, Tq, C = q.shape
         T = k.size(1)
         q = q.view(B, Tq, self.nh, self.hs).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.nh, self.hs).transpose(1, 2)  # (B, nh, T, hs)
-        p = self.attn_drop.p if self.training else 0.0
-        if write_out_attention(q, p):
-            y = attention(q, k, v, mask, self.attn_drop)  # (B, nh, Tq, hs)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
         return y.transpose(1, 2).reshape(B, Tq, C)  # (B, Tq, C)
 
     def forward_at(self, x: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor) -> torch.Tensor:

@@ -346,21 +346,77 @@ def test_keep_mask_keeps_with_probability_1_minus_p_at_even_and_odd_positions(p)
     assert keep_mask(torch.Size([3, 5]), 1e-12, torch.device("cpu")).all()
 
 
-def test_written_out_attention_equals_sdpa():
-    """The CPU training path's attention (dropout outside SDPA, with minibert's cheaper mask) computes
-    what F.scaled_dot_product_attention does, for no mask, a key-padding mask and a packed
-    block-diagonal mask (fp32, 1e-6)."""
+def split_heads(x: torch.Tensor, nh: int) -> torch.Tensor:
+    B, T, C = x.shape
+    return x.view(B, T, nh, C // nh).transpose(1, 2)  # (B, nh, T, hs)
 
+
+def sdpa_joined(q, k, v, mask, nh, dropout_p=0.0):
+    """F.scaled_dot_product_attention on (B, T, C) tensors, heads split and joined: the reference."""
+    y = F.scaled_dot_product_attention(split_heads(q, nh), split_heads(k, nh), split_heads(v, nh),
+                                       attn_mask=mask, dropout_p=dropout_p)
+    return y.transpose(1, 2).flatten(2)
+
+
+def attention_and_grads(fn, qkv: torch.Tensor, gy: torch.Tensor, *args):
+    """fn's output on q, k, v sliced from qkv (the layout the model hands over) and qkv's gradient
+    for the upstream gradient gy."""
+    qkv = qkv.detach().requires_grad_()
+    y = fn(*qkv.split(qkv.size(-1) // 3, dim=2), *args)
+    y.backward(gy)
+    return y.detach(), qkv.grad
+
+
+@pytest.mark.parametrize("queries", ["all", "some"])
+def test_written_out_attention_equals_sdpa(queries):
+    """The CPU training path's attention (head by head on strided views, backward written out)
+    computes what F.scaled_dot_product_attention does, output and gradients of q, k and v, for no
+    mask, a key-padding mask and a packed block-diagonal mask, with every token a query and with
+    fewer queries than keys (the last layer's selected positions); fp32, 1e-5. Wide inputs make the
+    attention far from uniform, so a wrong scale, mask or softmax gradient shows."""
     from minibert.model import attention, attention_mask_for_sdpa, packed_mask_for_sdpa
 
     torch.manual_seed(0)
-    q, k, v = (torch.randn(2, 4, 9, 8) for _ in range(3))
-    keep = torch.ones(2, 9, dtype=torch.long)
+    B, T, nh, C = 2, 9, 4, 32
+    keep = torch.ones(B, T, dtype=torch.long)
     keep[1, 5:] = 0
     packed = torch.tensor([[1, 1, 1, 2, 2, 2, 2, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1, 1]])
+    rows = torch.tensor([0, 2, 3, 5]) if queries == "some" else torch.arange(T)
     for mask in (None, attention_mask_for_sdpa(keep), packed_mask_for_sdpa(packed)):
-        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        torch.testing.assert_close(attention(q, k, v, mask, nn.Identity()), ref, atol=1e-6, rtol=0)
+        if mask is not None and mask.size(2) > 1:
+            mask = mask[:, :, rows]
+        qkv, gy = torch.randn(B, T, 3 * C) * 2, torch.randn(B, len(rows), C)
+
+        def with_queries(fn):
+            return lambda q, k, v, *args: fn(q[:, rows], k, v, *args)
+
+        got = attention_and_grads(with_queries(attention), qkv, gy, mask, nh)
+        ref = attention_and_grads(with_queries(sdpa_joined), qkv, gy, mask, nh)
+        for a, b in zip(got, ref):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_written_out_attention_dropout_is_the_reference_with_the_same_mask():
+    """With attention dropout, the output and gradients are those of softmax weights times the keep
+    mask scaled by 1 / (1 - p), the mask being keep_mask's draw for (nh, B, Tq, T) from the same
+    seed (fp32, 1e-5); about 1 - p of the weights are kept."""
+    from minibert.model import attention, keep_mask
+
+    B, T, nh, C, p = 2, 16, 4, 32, 0.3
+    qkv, gy = torch.randn(B, T, 3 * C) * 2, torch.randn(B, T, C)
+    torch.manual_seed(5)
+    got = attention_and_grads(attention, qkv, gy, None, nh, p)
+    torch.manual_seed(5)
+    keep = keep_mask(torch.Size([nh, B, T, T]), p, torch.device("cpu")).transpose(0, 1)  # (B, nh, T, T)
+    assert abs(keep.float().mean().item() - (1 - p)) < 0.05
+
+    def reference(q, k, v, mask, nh, p):
+        w = (split_heads(q, nh) @ split_heads(k, nh).transpose(-1, -2) * (C // nh) ** -0.5).softmax(-1)
+        return (w * keep / (1 - p) @ split_heads(v, nh)).transpose(1, 2).flatten(2)
+
+    ref = attention_and_grads(reference, qkv, gy, None, nh, p)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def test_training_forward_with_attention_dropout_matches_eval_when_nothing_is_dropped():
@@ -416,8 +472,7 @@ def test_bf16_training_on_cpu_writes_attention_out_and_matches_sdpa(monkeypatch)
     assert calls == []
     model.zero_grad(set_to_none=True)
 
-    monkeypatch.setattr(model_module, "attention",
-                        lambda q, k, v, mask, dropout: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    monkeypatch.setattr(model_module, "attention", sdpa_joined)
     ref = loss_and_grads()
     assert out[0].item() == pytest.approx(ref[0].item(), rel=1e-2)
     for (name, _), got, g in zip(model.named_parameters(), out[1], ref[1]):
