@@ -1,11 +1,12 @@
-"""A zh-small training step with attention dropout on, three ways to attend: minibert's written-out
-attention (`minibert.model.attention`: head by head on strided views of q, k, v, scores, softmax,
-keep_mask's dropout, times v, backward written out), the same written out with the heads batched
-(q, k, v copied into (B, nh, T, hs), autograd's backward), and F.scaled_dot_product_attention with
-dropout_p, which on a CPU runs SDPA's math path and draws a Bernoulli per attention weight. Same
-model, same batch, variants interleaved round after round, medians reported.
+"""A training step with attention dropout on (zh-small, or --shape bert-base-chinese), three ways
+to attend: minibert's written-out attention (`minibert.model.attention`: head by head on strided
+views of q, k, v, scores, softmax, keep_mask's dropout, times v, backward written out), the same
+written out with the heads batched (q, k, v copied into (B, nh, T, hs), autograd's backward), and
+F.scaled_dot_product_attention with dropout_p, which on a CPU runs SDPA's math path and draws a
+Bernoulli per attention weight. Same model, same batch, variants interleaved round after round, medians reported.
 
     .venv/bin/python bench/attention_dropout.py [--rounds 9] [--precisions fp32,bf16]   # bf16: native-bf16 CPUs
+    .venv/bin/python bench/attention_dropout.py --shape bert-base-chinese --batch-size 8 --rounds 5
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from common import environment, interleaved_ms
+from common import SHAPES, environment, interleaved_ms
 from train_throughput import build, make_batch, train_step
 
 from minibert import model as modeling
@@ -52,14 +53,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--steps", type=int, default=2, help="steps timed per variant per round")
     parser.add_argument("--precisions", default="fp32,bf16")
+    parser.add_argument("--shape", default="zh-small", choices=sorted(SHAPES))
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args()
     device = torch.device("cpu")
     env = environment(device)
     print(f"torch {env['torch']}, {env['device']}, {env['threads']} threads, load average "
-          f"{env['load_average'][0]:.2f}; zh-small, batch {args.batch_size} x 128, dropout 0.1")
-    model, optimizer = build("minibert", "zh-small", device)
-    batch = make_batch("zh-small", args.batch_size, 128, device)
+          f"{env['load_average'][0]:.2f}; {args.shape}, batch {args.batch_size} x 128, dropout 0.1")
+    model, optimizer = build("minibert", args.shape, device)
+    batch = make_batch(args.shape, args.batch_size, 128, device)
     variants = {"per head": written_out, "heads batched": heads_batched, "SDPA dropout_p": sdpa}
     for precision in args.precisions.split(","):
 

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
-from common import environment
+from common import environment, interleaved_ms
 from torch import nn
 from train_throughput import build, make_batch, train_step
 
@@ -25,17 +24,7 @@ from minibert.model import Dropout as RandDropout  # minibert's
 
 
 def median_ms(fns: dict, rounds: int, reps: int) -> dict[str, float]:
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    names = list(fns)
-    for f in fns.values():
-        f()
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            start = time.perf_counter()
-            for _ in range(reps):
-                fns[name]()
-            times[name].append((time.perf_counter() - start) / reps * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in interleaved_ms(fns, rounds, reps).items()}
 
 
 def main() -> None:

@@ -21,11 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
-from common import environment, markdown_table
+from common import environment, interleaved_ms, markdown_table
 from train_throughput import build, make_batch, train_step
 
 import minibert.model as model_module
@@ -37,14 +36,6 @@ onednn = torch.ops.mkldnn._linear_pointwise
 # bert-base's FFN up and down at 8 x 128.
 MATMULS = [(4096, 256, 768), (4096, 256, 256), (4096, 256, 1024), (4096, 1024, 256), (8192, 256, 1024),
            (640, 256, 21128), (1024, 768, 3072), (1024, 3072, 768)]
-
-
-def timed(fn, reps: int) -> float:
-    fn()
-    start = time.perf_counter()
-    for _ in range(reps):
-        fn()
-    return (time.perf_counter() - start) / reps * 1e3
 
 
 def matmul_table(rounds: int) -> list[list]:
@@ -60,10 +51,7 @@ def matmul_table(rounds: int) -> list[list]:
             "weight grad, oneDNN": lambda: onednn(dy.t(), x.t(), None, "none", [], ""),
         }
         reps = max(2, int(2e9 / (2 * M * K * N)))
-        best = {k: float("inf") for k in variants}
-        for _ in range(rounds):
-            for k, fn in variants.items():
-                best[k] = min(best[k], timed(fn, reps))
+        best = {k: min(v) for k, v in interleaved_ms(variants, rounds, reps).items()}
         row = [f"{M} x {K} -> {N}"]
         for what in ("forward", "input grad", "weight grad"):
             mkl, dnn = best[f"{what}, MKL"], best[f"{what}, oneDNN"]
@@ -83,11 +71,15 @@ def step_table(rounds: int, steps: int) -> list[list]:
             if isinstance(m, torch.nn.Dropout):
                 m.p = dropout
         batch = make_batch("zh-small", batch_size, seq, device)
-        best = {True: float("inf"), False: float("inf")}
-        for _ in range(rounds):
-            for on in (True, False):
+
+        def step_with(on: bool, model=model, optimizer=optimizer, batch=batch):
+            def step():
                 model_module.ONEDNN_FP32 = on
-                best[on] = min(best[on], timed(lambda: train_step(model, optimizer, batch, device, "fp32"), steps))
+                train_step(model, optimizer, batch, device, "fp32")
+            return step
+
+        best = {on: min(v) for on, v in interleaved_ms({True: step_with(True), False: step_with(False)},
+                                                       rounds, steps).items()}
         model_module.ONEDNN_FP32 = True
         rows.append([label, f"{best[False]:.0f}", f"{best[True]:.0f}", f"{best[False] / best[True]:.3f}x"])
         print(" | ".join(rows[-1]), file=sys.stderr, flush=True)

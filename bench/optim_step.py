@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
+from common import interleaved_ms
 
 from minibert.optim import AdamW
 
@@ -67,25 +67,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, {args.shape}: "
           f"{len(shapes)} tensors, {n_params / 1e6:.2f}M parameters")
 
-    def sync() -> None:
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-
+    device = torch.device(args.device)
     for opt in optimizers.values():  # warm-up: allocates the moments and any scratch memory
         for _ in range(3):
             opt.step()
-    sync()
-    times: dict[str, list[float]] = {name: [] for name in optimizers}
-    names = list(optimizers)
-    for r in range(args.rounds):
-        # Rotate the order each round, so no variant always runs right after the same neighbour.
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            opt = optimizers[name]
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                opt.step()
-            sync()
-            times[name].append((time.perf_counter() - start) / args.steps * 1e3)
+    times = interleaved_ms({name: opt.step for name, opt in optimizers.items()}, args.rounds, args.steps,
+                           warmup=0, device=device)
     for name, ts in times.items():
         print(f"{name}: median {statistics.median(ts):7.2f} ms/step  (min {min(ts):.2f}, max {max(ts):.2f})")
 
