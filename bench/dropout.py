@@ -1,11 +1,13 @@
 """minibert's Dropout (a random-integer mask, one multiply; CPU fp32 and bf16) against torch's
 nn.Dropout (a Bernoulli draw per element).
 
-Two readings, each variant interleaved with the other round after round, medians reported:
+Three readings, each variant interleaved with the other round after round, medians reported:
     op     forward + backward of one dropout on the hidden states of a batch (p 0.1, fp32 and bf16)
     step   a whole zh-small training step (train_throughput.py's: forward, backward, AdamW), the
-           same model with its Dropout modules turned into nn.Dropout for the other variant
-           (the attention weights' dropout too: both variants run the written-out attention)
+           same model with its Dropout modules turned into nn.Dropout for the other variant (the
+           attention weights' mask is keep_mask's in both: the written-out attention draws it)
+    words  the same step with keep_mask reading its random int64 words as four 16-bit integers
+           (as it does) against two 32-bit integers (half the draws' worth of masks per word)
 
     .venv/bin/python bench/dropout.py [--rounds 11] [--precision bf16]   # bf16: native-bf16 CPUs only
 """
@@ -13,6 +15,7 @@ Two readings, each variant interleaved with the other round after round, medians
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 
 import torch
@@ -20,7 +23,15 @@ from common import environment, interleaved_ms
 from torch import nn
 from train_throughput import build, make_batch, train_step
 
+from minibert import model as modeling
 from minibert.model import Dropout as RandDropout  # minibert's
+
+
+def keep_mask_32(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """keep_mask with each int64 word read as two 32-bit integers: twice the random draws."""
+    n = math.prod(shape)
+    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_(-2**63, None)
+    return words.view(torch.int32)[:n].view(shape) >= round(p * 2**32) - 2**31
 
 
 def median_ms(fns: dict, rounds: int, reps: int) -> dict[str, float]:
@@ -60,6 +71,18 @@ def main() -> None:
     print(f"zh-small step, batch 32 x 128, dropout 0.1, {args.precision}: "
           + ", ".join(f"{k} {v:.0f} ms" for k, v in res.items())
           + f"; ratio {res['torch nn.Dropout'] / res['minibert Dropout']:.3f}x")
+
+    def with_mask(fn):
+        def step():
+            modeling.keep_mask = fn
+            train_step(model, optimizer, batch, device, args.precision)
+        return step
+
+    sixteen = modeling.keep_mask
+    res = median_ms({"16-bit words": with_mask(sixteen), "32-bit words": with_mask(keep_mask_32)}, args.rounds, 2)
+    modeling.keep_mask = sixteen
+    print(f"zh-small step, keep_mask, {args.precision}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in res.items())
+          + f"; ratio {res['32-bit words'] / res['16-bit words']:.3f}x")
 
 
 if __name__ == "__main__":

@@ -96,14 +96,14 @@ class Linear(nn.Linear):
 
 
 def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
-    """Boolean mask, each element True with probability 1 - p, independently: uniform 32-bit
-    integers compared with a threshold. torch draws them as full-range int64 (two 32-bit outputs of
-    its generator each), about half the time torch.rand takes for as many fp32 numbers; the
-    threshold's resolution is 2^-32 (torch.rand's is 2^-24)."""
+    """Boolean mask, each element True with probability 1 - p, independently: uniform 16-bit
+    integers compared with a threshold. torch draws them as full-range int64 words (each holds four
+    16-bit outputs), about a quarter of the time torch.rand takes for as many fp32 numbers; p is
+    rounded to a multiple of 2^-16 (off by at most 7.6e-6; torch.rand's resolution is 2^-24)."""
     n = math.prod(shape)
-    words = torch.empty((n + 1) // 2, dtype=torch.int64, device=device).random_(-2**63, None)
-    threshold = round(p * 2**32) - 2**31  # P(int32 < threshold) = p
-    return words.view(torch.int32)[:n].view(shape) >= threshold
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None)
+    threshold = round(p * 2**16) - 2**15  # P(int16 < threshold) = p, rounded
+    return words.view(torch.int16)[:n].view(shape) >= threshold
 
 
 class Dropout(nn.Dropout):

@@ -329,20 +329,20 @@ def test_dropout_keeps_with_probability_1_minus_p_and_scales(dtype):
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.75])
-def test_keep_mask_keeps_with_probability_1_minus_p_at_even_and_odd_positions(p):
-    """keep_mask draws int64 words and reads each as two int32s: both halves must be uniform over
-    the whole int32 range (a draw without the sign bit would keep every odd element when p < 0.5).
-    Over 2^19 elements at even and at odd positions each, the kept fraction is 1 - p within 5
-    standard errors; an odd element count and the shape come out right."""
+def test_keep_mask_keeps_with_probability_1_minus_p_at_every_position_of_a_word(p):
+    """keep_mask draws int64 words and reads each as four int16s: each quarter must be uniform over
+    the whole int16 range (a draw without the sign bit would keep every fourth element when
+    p < 0.5). Over 2^18 elements at each of the four positions, the kept fraction is 1 - p within 5
+    standard errors; an element count that is not a multiple of 4 and the shape come out right."""
     from minibert.model import keep_mask
 
     torch.manual_seed(0)
     m = keep_mask(torch.Size([1024, 1025]), p, torch.device("cpu"))
     assert m.shape == (1024, 1025) and m.dtype == torch.bool
     flat = m.flatten()[: 2**20]
-    se = (p * (1 - p) / 2**19) ** 0.5
-    for half in (flat[0::2], flat[1::2]):
-        assert abs(half.double().mean().item() - (1 - p)) < 5 * se
+    se = (p * (1 - p) / 2**18) ** 0.5
+    for quarter in range(4):
+        assert abs(flat[quarter::4].double().mean().item() - (1 - p)) < 5 * se
     assert keep_mask(torch.Size([3, 5]), 1e-12, torch.device("cpu")).all()
 
 
