@@ -228,7 +228,8 @@ class SelfAttention(nn.Module):
         # Q, K and V in one matmul: one kernel launch and one read of x instead of three.
         self.qkv = Linear(cfg.hidden_size, 3 * cfg.hidden_size)
         self.proj = Linear(cfg.hidden_size, cfg.hidden_size)
-        self.attn_drop = Dropout(cfg.attention_probs_dropout_prob)  # on the attention weights
+        # Holds the attention dropout p; the written-out attention draws its mask itself, SDPA takes p.
+        self.attn_drop = Dropout(cfg.attention_probs_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
                 positions: torch.Tensor | None = None) -> torch.Tensor:
