@@ -52,6 +52,26 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int, reps: int,
     return times
 
 
+def counted_gflop(step: Callable[[], object]) -> float:
+    """GFLOP of the matmuls one call of `step` runs (mm, addmm, bmm, attention), counted by
+    torch.utils.flop_counter as it dispatches them, forward and backward: the work an implementation
+    actually does, padding and unused logits included, where minibert.model.flops_per_token counts the
+    work the loss needs. minibert's fp32 oneDNN linears are counted through F.linear (the same
+    products) for this one call."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from minibert import model as modeling
+
+    onednn, modeling.ONEDNN_FP32 = modeling.ONEDNN_FP32, False
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+    finally:
+        modeling.ONEDNN_FP32 = onednn
+    return counter.get_total_flops() / 1e9
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -19,7 +19,9 @@ Both start from the same weights and read the same batches: --batches blocks of 
 collated once by minibert's MaskingCollator (so collation is outside the timing for both). Variants
 run interleaved in one process, round after round, the order reversed every other round; each
 round times --steps steps; the median over --rounds is reported, with tokens/s counting every
-token of the 128 x 64 batch (grouped blocks have no padding).
+token of the 128 x 64 batch (grouped blocks have no padding). "GFLOP/step done" is what each
+implementation's matmuls compute in one step (torch.utils.flop_counter during a warm-up step), "TFLOP/s
+done" that over the median step: the speed ratio is the ratio of work done times the ratio of rates.
 
     .venv/bin/python bench/pretrain_throughput.py                       # data/zh/pretrain.txt (make data)
     .venv/bin/python bench/pretrain_throughput.py --rounds 1 --steps 1  # smoke check
@@ -35,7 +37,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, environment, markdown_table, sync
+from common import ROOT, counted_gflop, environment, markdown_table, sync
 
 from minibert import AdamW, BertConfig, BertForMaskedLM, MaskingCollator, Tokenizer
 from minibert.config import PRESETS
@@ -181,6 +183,10 @@ def main() -> None:
         run(v, 2)
         if v[0] == "minibert-compiled":
             print(f"{v[1]}: compilation and 2 warm-up steps took {time.perf_counter() - start:.1f} s")
+    # One more warm-up step per implementation, its matmuls counted (the same at every precision);
+    # the compiled model runs its kernels outside torch's dispatcher, so it is not counted.
+    gflop = {impl: counted_gflop(lambda impl=impl: run((impl, precisions[0]), 1))
+             for impl in built if impl != "minibert-compiled"}
     sync(device)
     times: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
     for r in range(args.rounds):
@@ -194,16 +200,20 @@ def main() -> None:
     for impl, p in variants:
         med = statistics.median(times[(impl, p)])
         results.append({"impl": impl, "precision": p, "tokens_per_s": tokens_per_step / med, "step_ms": med * 1e3,
-                        "step_ms_all": [t * 1e3 for t in times[(impl, p)]]})
+                        "step_ms_all": [t * 1e3 for t in times[(impl, p)]], "gflop_per_step": gflop.get(impl),
+                        "counted_tflops": gflop[impl] / med / 1e3 if impl in gflop else None})
     for p in precisions:
         mb, tf = (next(r for r in results if r["impl"] == i and r["precision"] == p) for i in IMPLS)
         rows.append([p, f"{mb['tokens_per_s']:,.0f}", f"{tf['tokens_per_s']:,.0f}",
                      f"{mb['step_ms']:.0f} ({min(mb['step_ms_all']):.0f}-{max(mb['step_ms_all']):.0f})",
                      f"{tf['step_ms']:.0f} ({min(tf['step_ms_all']):.0f}-{max(tf['step_ms_all']):.0f})",
-                     f"**{mb['tokens_per_s'] / tf['tokens_per_s']:.2f}x**"])
+                     f"**{mb['tokens_per_s'] / tf['tokens_per_s']:.2f}x**",
+                     f"{mb['gflop_per_step']:.1f} / {tf['gflop_per_step']:.1f}",
+                     f"{mb['counted_tflops']:.3f} / {tf['counted_tflops']:.3f}"])
     print()
     print(markdown_table(["precision", "minibert tokens/s", "transformers tokens/s", "minibert step ms (min-max)",
-                          "transformers step ms (min-max)", "ratio"], rows))
+                          "transformers step ms (min-max)", "ratio", "GFLOP/step done (minibert / transformers)",
+                          "TFLOP/s done"], rows))
     for r in results:
         if r["impl"] in ("minibert-full-last-layer", "minibert-compiled", "minibert-bf16-weights"):
             mb = next(x for x in results if x["impl"] == "minibert" and x["precision"] == r["precision"])

@@ -25,6 +25,9 @@ which cannot see torch's allocations at all.
 TFLOP/s counts minibert.model.flops_per_token at the batch's labelled fraction (the work the MLM loss
 needs) for both implementations, so the transformers figure excludes the 85% of its vocabulary
 projection that the loss never reads. MFU is that over --peak-tflops (bf16 dense peak of the GPU).
+"GFLOP/step done" is what each implementation's matmuls actually compute in one step, counted by
+torch.utils.flop_counter during a warm-up step (common.counted_gflop), and "TFLOP/s done" that over
+the median step: the speed ratio is the ratio of work done times the ratio of these rates.
 
     .venv/bin/python bench/train_throughput.py --device cuda
     .venv/bin/python bench/train_throughput.py --device cpu --shapes zh-small --precisions fp32
@@ -38,9 +41,10 @@ import json
 import os
 import statistics
 import time
+from functools import partial
 
 import torch
-from common import SHAPES, environment, markdown_table, run_probe, sync
+from common import SHAPES, counted_gflop, environment, markdown_table, run_probe, sync
 from torch.profiler import ProfilerActivity, profile
 
 from minibert import AdamW, BertConfig, BertForMaskedLM
@@ -184,6 +188,10 @@ def main() -> None:
         for impl, p in variants:  # warm-up: Adam's moments, autocast caches, kernel selection
             for _ in range(2):
                 train_step(*built[impl], batch, device, p)
+        # One more warm-up step per implementation, its matmuls counted (the same at every precision).
+        gflop = {}
+        for impl, (model, optimizer) in built.items():
+            gflop[impl] = counted_gflop(partial(train_step, model, optimizer, batch, device, precisions[0]))
         sync(device)
         times: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
         for r in range(args.rounds):
@@ -204,15 +212,17 @@ def main() -> None:
             results.append({"shape": shape, "impl": impl, "precision": p, "tokens_per_s": tps,
                             "step_ms": step_s * 1e3, "step_ms_all": [t * 1e3 for t in times[(impl, p)]],
                             "peak_mib": mem["peak_bytes"] / 2**20, "tflops": tps * flops / 1e12,
+                            "gflop_per_step": gflop[impl], "counted_tflops": gflop[impl] / step_s / 1e3,
                             "mfu": tps * flops / 1e12 / peak_tflops if peak_tflops else None})
 
     rows = [[r["shape"], r["impl"], r["precision"], f"{r['tokens_per_s']:,.0f}",
              f"{r['step_ms']:.1f} ({min(r['step_ms_all']):.1f}-{max(r['step_ms_all']):.1f})",
-             f"{r['peak_mib']:,.0f}", f"{r['tflops']:.2f}", f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"]
+             f"{r['peak_mib']:,.0f}", f"{r['tflops']:.2f}", f"{r['mfu']:.1%}" if r["mfu"] is not None else "-",
+             f"{r['gflop_per_step']:,.1f}", f"{r['counted_tflops']:.3f}"]
             for r in results]
     print()
     print(markdown_table(["shape", "impl", "precision", "tokens/s", "step ms median (min-max)", "peak MiB",
-                          "TFLOP/s", "MFU"], rows))
+                          "TFLOP/s", "MFU", "GFLOP/step done", "TFLOP/s done"], rows))
 
     ratios, ratio_rows = [], []
     for shape in shapes:

@@ -274,6 +274,30 @@ def test_flops_per_token_counts_the_models_matmuls():
              + 2 * head * 0.15))
 
 
+def test_flops_per_token_equals_the_matmuls_a_training_step_runs(monkeypatch):
+    """What torch.utils.flop_counter counts for one forward and backward (dropout on, so the
+    written-out attention's bmm run; every row with the same number of masked positions, so the last
+    layer's queries carry no padding) is flops_per_token at that masked fraction, exactly."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from minibert import model as modeling
+
+    monkeypatch.setattr(modeling, "ONEDNN_FP32", False)  # the same products through F.linear
+    cfg, B, T, n = BertConfig(**TINY), 4, 16, 3
+    torch.manual_seed(0)
+    model = BertForMaskedLM(cfg).train()
+    ids = torch.randint(5, cfg.vocab_size, (B, T))
+    labels = torch.full((B, T), -100)
+    for b in range(B):
+        cols = torch.randperm(T)[:n]
+        labels[b, cols] = ids[b, cols]
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(input_ids=ids, attention_mask=torch.ones(B, T, dtype=torch.long), labels=labels).loss.backward()
+    assert counter.get_total_flops() == pytest.approx(B * T * flops_per_token(cfg, T, mlm_fraction=n / T),
+                                                      rel=1e-12)
+
+
 def test_half_precision_padding_has_no_nan():
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig(**TINY)).eval()
