@@ -6,6 +6,12 @@ the profiler; ops are ranked by self CPU time (CUDA time on a GPU), each with it
 and its call count, and grouped into a few families (matmul, attention, layer norm, GELU, dropout,
 embedding, optimizer, softmax/loss, other) so that the table says which lever is worth pulling.
 
+On a CPU the profiler's own cost is not spread evenly: it lands mostly on memory-bound ops, so their
+shares come out too high (the loss of the pre-training recipe, timed inside the step with a plain
+timer, takes 15 ms of a 615 ms bf16 step, while the profile gives its ops ~190 ms; BENCHMARKS.md).
+Check a lever the profile points to by timing the step with and without it; bench/linear_floor.py
+gives the time the step's matmuls take alone.
+
     .venv/bin/python bench/profile_step.py --shapes zh-small,bert-base-chinese
     .venv/bin/python bench/profile_step.py --shapes zh-small --precision bf16   # native-bf16 CPUs only
 """
