@@ -45,35 +45,38 @@ import resource, sys, torch
 from minibert.runtime import reuse_freed_memory
 on = reuse_freed_memory(torch.device("cpu")) if sys.argv[1] == "reuse" else False
 faults = []
-for _ in range(6):  # a "step": three 40 MiB activations, every page written, then freed
+for _ in range(12):  # a "step": three 40 MiB activations, every page written, then freed
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     x = torch.ones(10 << 20)
     y = x * 2
     z = y + x
     del x, y, z
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(on, min(faults[3:]))
+print(on, *faults[4:])  # the heap takes a few steps to reach its settled size
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
 def test_reuse_freed_memory_stops_page_faults_on_repeated_large_tensors():
     """The pages of a step's freed activations serve the next step: with glibc's defaults (mmap
-    above 32 MB) every page is faulted in again each time (3 x 10,240 4-KiB pages)."""
+    above 32 MB) every page is faulted in again each time (3 x 10,240 4-KiB pages). Tuned, the
+    heap grows over the first few steps (by one to three tensors a step, the order varies from run
+    to run) and then serves every step from pages it already has, with at most one more growth."""
     def run(*args, **env):
         out = subprocess.run([sys.executable, "-c", PAGE_FAULTS, *args], capture_output=True, text=True,
                              check=True, env={**os.environ, **env})
-        on, faults = out.stdout.split()
-        return on == "True", int(faults)
+        on, *faults = out.stdout.split()
+        return on == "True", [int(f) for f in faults]
 
     on, faults = run("reuse")
     if not on:
         pytest.skip("not glibc: nothing to tune")
     off, default = run("default")
-    assert not off and default > 20_000  # the untuned allocator faults (almost) every page in
-    assert faults < 500
+    assert not off and min(default) > 20_000  # the untuned allocator faults (almost) every page in
+    assert sorted(faults)[len(faults) // 2] < 500, faults  # most settled steps fault nothing in
+    assert sum(faults) < sum(default) / 8, (faults, default)
     on, faults = run("reuse", MINIBERT_MALLOC="default")
-    assert not on and faults > 20_000
+    assert not on and min(faults) > 20_000
 
 
 def test_reuse_freed_memory_leaves_gpu_runs_alone():
