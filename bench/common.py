@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -108,3 +109,19 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def step_parser(doc: str, rounds: int) -> argparse.ArgumentParser:
+    """The flags of the scripts that time one pre-training step's parts (linear_floor.py,
+    rest_floor.py): precision, model shape, the step's batch and masking, rounds, vocabulary."""
+    from minibert.config import PRESETS
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--shape", default="zh-small", choices=sorted(PRESETS))
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--mask-prob", type=float, default=0.15)
+    ap.add_argument("--rounds", type=int, default=rounds, help="timed calls per op (median)")
+    ap.add_argument("--vocab", default=str(ROOT / "vocab" / "zh.txt"))
+    return ap

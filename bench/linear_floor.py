@@ -20,13 +20,12 @@ Timed with time.perf_counter, not torch.profiler: the profiler's own cost lands 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
 import torch.nn.functional as F
-from common import ROOT, environment, markdown_table
+from common import environment, markdown_table, step_parser
 
 import minibert.model as model_module
 from minibert import Tokenizer
@@ -62,15 +61,7 @@ def median_ms(fn, rounds: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    ap.add_argument("--shape", default="zh-small", choices=sorted(PRESETS))
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--max-length", type=int, default=64)
-    ap.add_argument("--mask-prob", type=float, default=0.15)
-    ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--vocab", default=str(ROOT / "vocab" / "zh.txt"))
-    args = ap.parse_args()
+    args = step_parser(__doc__, rounds=7).parse_args()
     torch.manual_seed(0)
     dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     cfg = PRESETS[args.shape]

@@ -22,14 +22,13 @@ engine, the gathers at the labelled positions). Timed with time.perf_counter, no
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from common import ROOT, environment, markdown_table
+from common import environment, markdown_table, step_parser
 
 from minibert import Tokenizer
 from minibert.config import PRESETS, BertConfig
@@ -60,15 +59,7 @@ def timed(fn, shapes: list[tuple], dtype: torch.dtype, autocast: bool, rounds: i
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    ap.add_argument("--shape", default="zh-small", choices=sorted(PRESETS))
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--max-length", type=int, default=64)
-    ap.add_argument("--mask-prob", type=float, default=0.15)
-    ap.add_argument("--rounds", type=int, default=9)
-    ap.add_argument("--vocab", default=str(ROOT / "vocab" / "zh.txt"))
-    args = ap.parse_args()
+    args = step_parser(__doc__, rounds=9).parse_args()
     torch.manual_seed(0)
     reuse_freed_memory(torch.device("cpu"))
     bf16 = args.precision == "bf16"
