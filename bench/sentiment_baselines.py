@@ -6,6 +6,7 @@ model, which was trained on the whole corpus, test reviews included); everything
 data/zh/sentiment_test.jsonl. The TF-IDF baseline needs scikit-learn (`pip install -e ".[bench]"`).
 
     python bench/sentiment_baselines.py --model runs/sentiment
+    python bench/sentiment_baselines.py --model runs/s0 --model runs/s1 --model runs/s2  # + their mean
 """
 
 from __future__ import annotations
@@ -83,10 +84,12 @@ def main() -> None:
         if predict is tfidf_lr_scores:
             tfidf, pred = pred, [best(s) for s in pred]
         rows[name] = {**metrics(pred, gold, labels), "seconds": round(time.perf_counter() - start, 1)}
+    every = []  # each model's probabilities, for the ensemble rows
     for model in args.model:
         start = time.perf_counter()
         clf = TextClassifier.from_pretrained(model)
         scores = [r.scores for r in clf([e.text for e in test])]
+        every.append(scores)
         rows[f"minibert ({model})"] = {**metrics([best(s) for s in scores], gold, labels),
                                        "seconds": round(time.perf_counter() - start, 1)}
         if tfidf is not None and set(scores[0]) == set(tfidf[0]):
@@ -94,6 +97,15 @@ def main() -> None:
             mean = [{k: (a[k] + b[k]) / 2 for k in a} for a, b in zip(scores, tfidf)]
             rows[f"mean of minibert ({model}) and TF-IDF probabilities"] = {
                 **metrics([best(s) for s in mean], gold, labels), "seconds": ""}
+    if len(every) > 1 and all(set(s[0]) == set(every[0][0]) for s in every):
+        # Models fine-tuned with different seeds (or recipes) make partly different mistakes too.
+        mean = [{k: sum(s[i][k] for s in every) / len(every) for k in every[0][i]} for i in range(len(test))]
+        rows[f"mean of the {len(every)} minibert models' probabilities"] = {
+            **metrics([best(s) for s in mean], gold, labels), "seconds": ""}
+        if tfidf is not None and set(mean[0]) == set(tfidf[0]):
+            both = [{k: (a[k] + b[k]) / 2 for k in a} for a, b in zip(mean, tfidf)]
+            rows["mean of that and TF-IDF's probabilities"] = {
+                **metrics([best(s) for s in both], gold, labels), "seconds": ""}
     print(f"train {len(train)} reviews, test {len(test)} reviews "
           f"(seconds: the baselines train and predict, minibert only predicts)\n")
     print("| classifier | accuracy | macro-F1 | seconds |\n|---|---|---|---|")
