@@ -50,6 +50,11 @@ def tfidf_lr_scores(train, test) -> list[dict[str, float]]:
     return [dict(zip(clf.classes_, map(float, row))) for row in proba]
 
 
+def mean_scores(*runs: list[dict[str, float]]) -> list[dict[str, float]]:
+    """Each text's probability per label, averaged over several classifiers' outputs on the same texts."""
+    return [{k: sum(run[i][k] for run in runs) / len(runs) for k in runs[0][i]} for i in range(len(runs[0]))]
+
+
 def best(scores: dict[str, float]) -> str:
     return max(scores, key=scores.get)
 
@@ -94,18 +99,16 @@ def main() -> None:
                                        "seconds": round(time.perf_counter() - start, 1)}
         if tfidf is not None and set(scores[0]) == set(tfidf[0]):
             # The two make different mistakes: the mean of their probabilities, as one more row.
-            mean = [{k: (a[k] + b[k]) / 2 for k in a} for a, b in zip(scores, tfidf)]
             rows[f"mean of minibert ({model}) and TF-IDF probabilities"] = {
-                **metrics([best(s) for s in mean], gold, labels), "seconds": ""}
+                **metrics([best(s) for s in mean_scores(scores, tfidf)], gold, labels), "seconds": ""}
     if len(every) > 1 and all(set(s[0]) == set(every[0][0]) for s in every):
         # Models fine-tuned with different seeds (or recipes) make partly different mistakes too.
-        mean = [{k: sum(s[i][k] for s in every) / len(every) for k in every[0][i]} for i in range(len(test))]
+        mean = mean_scores(*every)
         rows[f"mean of the {len(every)} minibert models' probabilities"] = {
             **metrics([best(s) for s in mean], gold, labels), "seconds": ""}
         if tfidf is not None and set(mean[0]) == set(tfidf[0]):
-            both = [{k: (a[k] + b[k]) / 2 for k in a} for a, b in zip(mean, tfidf)]
             rows["mean of that and TF-IDF's probabilities"] = {
-                **metrics([best(s) for s in both], gold, labels), "seconds": ""}
+                **metrics([best(s) for s in mean_scores(mean, tfidf)], gold, labels), "seconds": ""}
     print(f"train {len(train)} reviews, test {len(test)} reviews "
           f"(seconds: the baselines train and predict, minibert only predicts)\n")
     print("| classifier | accuracy | macro-F1 | seconds |\n|---|---|---|---|")
