@@ -183,10 +183,14 @@ def main() -> None:
         run(v, 2)
         if v[0] == "minibert-compiled":
             print(f"{v[1]}: compilation and 2 warm-up steps took {time.perf_counter() - start:.1f} s")
-    # One more warm-up step per implementation, its matmuls counted (the same at every precision);
-    # the compiled model runs its kernels outside torch's dispatcher, so it is not counted.
-    gflop = {impl: counted_gflop(lambda impl=impl: run((impl, precisions[0]), 1))
-             for impl in built if impl != "minibert-compiled"}
+    # One more warm-up step per implementation at the first precision it runs at, its matmuls counted
+    # (the same at every precision); the compiled model runs its kernels outside torch's dispatcher,
+    # so it is not counted.
+    first = {}
+    for impl, p in variants:
+        first.setdefault(impl, p)
+    gflop = {impl: counted_gflop(lambda v=(impl, p): run(v, 1))
+             for impl, p in first.items() if impl != "minibert-compiled"}
     sync(device)
     times: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
     for r in range(args.rounds):

@@ -18,6 +18,11 @@ engine, the gathers at the labelled positions). Timed with time.perf_counter, no
 
     .venv/bin/python bench/rest_floor.py --precision bf16     # native-bf16 CPUs
     .venv/bin/python bench/rest_floor.py --precision fp32
+    .venv/bin/python bench/rest_floor.py --precision bf16 --compile   # each op through torch.compile
+
+--compile runs each op (forward and backward) as one torch.compile'd function at fixed shapes, so
+that inductor may fuse what eager runs as separate kernels (the residual add into LayerNorm, the
+loss's upcast into cross-entropy); compilation happens in the warm-up calls and is not timed.
 """
 
 from __future__ import annotations
@@ -59,7 +64,9 @@ def timed(fn, shapes: list[tuple], dtype: torch.dtype, autocast: bool, rounds: i
 
 
 def main() -> None:
-    args = step_parser(__doc__, rounds=9).parse_args()
+    parser = step_parser(__doc__, rounds=9)
+    parser.add_argument("--compile", action="store_true", help="time each op through torch.compile (dynamic=False)")
+    args = parser.parse_args()
     torch.manual_seed(0)
     reuse_freed_memory(torch.device("cpu"))
     bf16 = args.precision == "bf16"
@@ -90,12 +97,15 @@ def main() -> None:
     print(json.dumps(environment(torch.device("cpu"))))
     rows, total = [], 0.0
     for label, fn, shapes, in_dtype, count in ops:
+        if args.compile:
+            fn = torch.compile(fn, dynamic=False)
         fwd, both = timed(fn, shapes, in_dtype, bf16, args.rounds)
         total += both * count
         rows.append([label, " ".join("x".join(map(str, s)) for s in shapes), count, f"{fwd:.1f}",
                      f"{both - fwd:.1f}", f"{both * count:.1f}"])
     rows.append(["all", "", "", "", "", f"**{total:.0f}**"])
-    print(f"{args.shape}, {B} x {T} tokens, {N} labelled (layer {L}: {Tq} query rows), {args.precision}")
+    print(f"{args.shape}, {B} x {T} tokens, {N} labelled (layer {L}: {Tq} query rows), {args.precision}"
+          + (", each op compiled" if args.compile else ""))
     print(markdown_table(["op", "inputs", "per step", "forward ms", "backward ms", "ms per step"], rows))
 
 
