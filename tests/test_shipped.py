@@ -53,6 +53,8 @@ COMMON = [
     ("中华人民共和[MASK]", "国"),
     ("我们要发展经[MASK]。", "济"),
     ("这家酒店的服务很[MASK]", "好"),
+    # 三国演义, added in phase 6 (the 1998 news names 诸葛 three times and never 诸葛亮).
+    ("刘备三顾茅庐，请诸葛[MASK]出山", "亮"),
 ]
 
 
