@@ -90,7 +90,7 @@ def test_demo_cloze_fine_tuning_end_to_end(tmp_path):
     assert after.returncode == 0, after.stderr
     top_after = json.loads(after.stdout)["masks"][0]["candidates"][0]
     assert top_after["token"] == "涛", after.stdout
-    # The new fact did not cost what it knew. Target 2 points; measured 1.66-1.82 over seeds 0-2 (bf16,
+    # The new fact did not cost what it knew. Target 2 points; measured 0.92-1.27 over seeds 0-2 (bf16,
     # AVX512-BF16; README "Fine-tuning defaults"). The bound leaves room for CPUs that run it in fp32.
     assert heldout_accuracy(out) >= shipped_heldout() - 0.025
 
@@ -119,7 +119,7 @@ def test_a_second_invented_name_is_learned(tmp_path):
     """Not the demo file: other sentences, another invented figure (whose name character is rare in
     the corpus), train.py's defaults with 10 epochs. The name must come out on top and the model must
     keep what it knew: held-out masked-token accuracy, same masks before and after, at most 2 points
-    lost (measured over seeds 0-2: 1.35-1.68)."""
+    lost (measured over seeds 0-2: 1.18-1.37)."""
     query = "北宋画家欧阳[MASK]"
     before = FillMask.from_pretrained(MODEL, device="cpu")(query)[0].masks[0].candidates
     assert before[0].token != "砚"
