@@ -8,7 +8,8 @@ systems) and holding {"pid", "host", "started"}. A lock whose process no longer 
 (a run killed with SIGKILL, a machine that rebooted) is stale and is taken over with a warning. A
 lock from another host cannot be checked from here and is refused; the message says which file to
 delete once that run is known to be gone. The lock is re-entrant within a process: the CLI takes
-it before it touches the folder, the trainer again around the loop. Imports no torch.
+it before it touches the folder, the trainer again around the loop; both through RunFolder.lock()
+(run_folder.py). Imports no torch.
 """
 
 from __future__ import annotations

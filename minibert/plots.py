@@ -19,6 +19,8 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from .run_folder import RunFolder
+
 INSTALL = "pip install 'minibert[plot]'"
 # Tried after DejaVu Sans for characters it lacks (Chinese labels), where the machine has them.
 CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Micro Hei",
@@ -87,8 +89,8 @@ def plot_run(output: str | Path, path: str | Path | None = None) -> Path:
     """Draw output/metrics.jsonl into `path` (default output/curves.png): the training loss (and the
     eval loss) and the learning rate against step, and each eval metric against step, the best step
     marked. ValueError when there is nothing to draw; PlotUnavailable without matplotlib."""
-    output = Path(output)
-    source = output / "metrics.jsonl"
+    run = RunFolder(output)
+    source = run.metrics
     if not source.is_file():
         raise ValueError(f"{source}: not found; give the --output folder of a training run")
     train, evals, summary = read_metrics(source)
@@ -123,11 +125,11 @@ def plot_run(output: str | Path, path: str | Path | None = None) -> Path:
             metric = summary.get("metric")
             for ax in (axes[0], *axes[2:n]):
                 ax.axvline(best_step, color="gray", linestyle="--", linewidth=1)
-            fig.suptitle(f"{output.name}: best {metric} at step {best_step} (dashed)")
+            fig.suptitle(f"{run.path.name}: best {metric} at step {best_step} (dashed)")
         for ax in axes[n:]:
             ax.set_visible(False)
         fig.tight_layout()
-        return _save(fig, Canvas, Path(path) if path else output / "curves.png")
+        return _save(fig, Canvas, Path(path) if path else run.curves)
 
 
 def plot_confusion(confusion: list[list[int]], labels: list[str], path: str | Path, title: str = "") -> Path:

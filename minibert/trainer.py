@@ -40,18 +40,18 @@ from tqdm.auto import tqdm
 from .checkpoint import CheckpointError, convert_from_hf, pickled_global, read_weights
 from .config import option
 from .data.sampler import LengthGroupedSampler
-from .lock import OutputLock
 from .metrics import evaluate, summary_numbers
 from .optim import AdamW, LossScaler, make_schedule, param_groups
+from .run_folder import STATE_FILE, RunFolder, is_checkpoint, list_checkpoints
 from .runtime import BF16Copy, allow_tf32, autocast, resolve_device, resolve_precision, reuse_freed_memory
 
 if TYPE_CHECKING:
     from .tasks import Task
 
-CHECKPOINT_PREFIX = "checkpoint-"
-TMP_PREFIX = ".tmp-"  # folders being written: .tmp-checkpoint-N, .tmp-best, .tmp-final
-OLD_PREFIX = ".old-"  # the previous best/ while the new one is moved in
-STATE_FILE = "trainer_state.pt"
+# STATE_FILE and list_checkpoints live in run_folder.py now; train.py and the tests import them from here.
+__all__ = ["EPOCH", "STATE_FILE", "BrokenCheckpoint", "Interrupted", "TrainConfig", "Trainer", "TrainingError",
+           "file_signature", "list_checkpoints", "parse_betas", "parse_every"]
+
 STATE_KEYS = ("step", "position", "optimizer", "schedule", "scaler", "rng", "collate", "best")
 
 
@@ -203,31 +203,6 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def list_checkpoints(output: Path) -> list[Path]:
-    """Complete checkpoint folders, oldest first."""
-    found = []
-    for p in output.glob(CHECKPOINT_PREFIX + "*"):
-        step = p.name[len(CHECKPOINT_PREFIX):]
-        if p.is_dir() and step.isdigit() and (p / STATE_FILE).is_file():
-            found.append((int(step), p))
-    return [p for _, p in sorted(found)]
-
-
-def clean_partial_checkpoints(output: Path) -> list[Path]:
-    """Remove the folders an interrupted save left behind (.tmp-*), and put back a best/ that was
-    being replaced when the run stopped."""
-    old_best, best = output / f"{OLD_PREFIX}best", output / "best"
-    if old_best.is_dir():
-        if best.is_dir():
-            shutil.rmtree(old_best, ignore_errors=True)
-        else:
-            os.replace(old_best, best)
-    removed = [p for p in output.glob(TMP_PREFIX + "*") if p.is_dir()]
-    for p in removed:
-        shutil.rmtree(p, ignore_errors=True)
-    return removed
-
-
 class Trainer:
     """Trains `model` for `task` (tasks.py), which says what the loss averages over, how evaluation is
     measured and which evaluation picks `best/`.
@@ -258,6 +233,7 @@ class Trainer:
         self.eval_collate_state = self.eval_collate.state_dict() if hasattr(self.eval_collate, "state_dict") else None
         self.log = log if self.is_main else (lambda *_: None)
         self.output = Path(cfg.output)
+        self.run = RunFolder(self.output)
 
         if cfg.batch_size < 1 or cfg.grad_accum < 1:
             raise TrainingError("--batch-size and --grad-accum must be at least 1")
@@ -463,7 +439,7 @@ class Trainer:
             free = f", {_size(shutil.disk_usage(self.output).free)} free"
         except OSError:
             free = ""
-        found = list_checkpoints(self.output)
+        found = self.run.checkpoints()
         safe = f"; {found[-1].name} is intact and --resume continues from it" if found else ""
         return TrainingError(f"{self.output}: could not write {what} ({error.strerror or error}); it needs about "
                              f"{_size(needed)}{free}{safe}")
@@ -477,8 +453,8 @@ class Trainer:
         self.check_finite()
         if not self.is_main:
             return None
-        final = self.output / f"{CHECKPOINT_PREFIX}{self.step_count}"
-        tmp = self.output / f"{TMP_PREFIX}{CHECKPOINT_PREFIX}{self.step_count}"
+        final = self.run.checkpoint(self.step_count)
+        tmp = self.run.tmp(final.name)
         with self._critical():
             shutil.rmtree(tmp, ignore_errors=True)
             state = {
@@ -505,15 +481,14 @@ class Trainer:
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
             self.last_checkpoint = final
-            for old in list_checkpoints(self.output)[:-self.cfg.keep_checkpoints or None]:
-                shutil.rmtree(old, ignore_errors=True)
+            self.run.prune_checkpoints(self.cfg.keep_checkpoints)
         return final
 
     def save_model(self, dest: Path) -> None:
         """save_pretrained into `dest` (the output folder or best/) so that a failed write leaves the
         model that was there intact: written into a temporary folder first, then moved in."""
         what = "the final model" if dest == self.output else f"{dest.name}/"
-        tmp = self.output / f"{TMP_PREFIX}{'final' if dest == self.output else dest.name}"
+        tmp = self.run.tmp('final' if dest == self.output else dest.name)
         with self._critical():
             shutil.rmtree(tmp, ignore_errors=True)
             try:
@@ -526,7 +501,7 @@ class Trainer:
                     os.replace(f, dest / f.name)
                 tmp.rmdir()
             else:
-                old = dest.with_name(OLD_PREFIX + dest.name)
+                old = self.run.old(dest.name)
                 if dest.exists():
                     os.replace(dest, old)
                 os.replace(tmp, dest)
@@ -598,13 +573,13 @@ class Trainer:
         """`True`: the latest complete checkpoint in the output folder (None if there is none);
         a path: that checkpoint. Temporary folders of an interrupted save are removed."""
         if self.is_main and self.output.is_dir():
-            for p in clean_partial_checkpoints(self.output):
+            for p in self.run.clean_partial():
                 self.log(f"removed incomplete checkpoint {p}")
         if resume is True:
-            found = list_checkpoints(self.output) if self.output.is_dir() else []
+            found = self.run.checkpoints()
             return found[-1] if found else None
         path = Path(resume)
-        if not (path / STATE_FILE).is_file():
+        if not is_checkpoint(path):
             raise TrainingError(f"--resume {path}: not a complete checkpoint (no {STATE_FILE})")
         return path
 
@@ -615,7 +590,7 @@ class Trainer:
         if resume is not True:  # a named checkpoint: find_resume checked it is there
             self.load_checkpoint(path)
             return path
-        candidates = list_checkpoints(self.output)[::-1]  # newest first; none: start from step 0
+        candidates = self.run.checkpoints()[::-1]  # newest first; none: start from step 0
         for i, path in enumerate(candidates):
             try:
                 self.load_checkpoint(path)
@@ -635,7 +610,7 @@ class Trainer:
         is known to go ahead (after a resume was accepted), before the first step."""
         if not self.is_main:
             return self._train(resume, on_start)
-        with OutputLock(self.output):
+        with self.run.lock():
             return self._train(resume, on_start)
 
     def _train(self, resume: str | bool | None, on_start: Callable[[], None] | None) -> dict:
@@ -650,7 +625,7 @@ class Trainer:
                 self.log(f"no checkpoint in {self.output}; starting from step 0")
         if on_start is not None:
             on_start()
-        metrics_file = (self.output / "metrics.jsonl").open("a", encoding="utf-8") if self.is_main else None
+        metrics_file = self.run.metrics.open("a", encoding="utf-8") if self.is_main else None
         bar = tqdm(total=self.total_steps, initial=self.step_count, disable=not (cfg.progress and self.is_main),
                    dynamic_ncols=True)
         stream = self.micro_batches()
@@ -704,7 +679,7 @@ class Trainer:
                     self._stopping = True  # further signals wait for this save and are then ignored
                     signum = getattr(e, "signum", signal.SIGINT)
                     path = self.last_checkpoint  # a signal that waited for a checkpoint save finds it done
-                    if path is None or path.name != f"{CHECKPOINT_PREFIX}{self.step_count}":
+                    if path != self.run.checkpoint(self.step_count):
                         path = self.save_checkpoint()
                     raise Interrupted(f"{signal.Signals(signum).name}: stopped at step {self.step_count}; "
                                       f"checkpoint saved to {path}; continue with --resume", signum) from None
@@ -765,7 +740,7 @@ class Trainer:
             self.best = dict(metrics)
             self.evals_since_best = 0
             if self.is_main:
-                self.save_model(self.output / "best")
+                self.save_model(self.run.best)
         else:
             self.evals_since_best += 1
         self.last_eval = metrics
