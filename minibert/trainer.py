@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,17 +38,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, convert_from_hf, pickled_global, read_weights
-from .config import option
 from .data.sampler import LengthGroupedSampler
 from .metrics import evaluate, summary_numbers
 from .optim import AdamW, LossScaler, make_schedule, param_groups
 from .run_folder import STATE_FILE, RunFolder, is_checkpoint, list_checkpoints
 from .runtime import BF16Copy, allow_tf32, autocast, resolve_device, resolve_precision, reuse_freed_memory
+from .train_config import EPOCH, TrainConfig, parse_betas, parse_every
 
 if TYPE_CHECKING:
     from .tasks import Task
 
-# STATE_FILE and list_checkpoints live in run_folder.py now; train.py and the tests import them from here.
+# Names that moved to modules of their own (run_folder.py, train_config.py); train.py imports them from here.
 __all__ = ["EPOCH", "STATE_FILE", "BrokenCheckpoint", "Interrupted", "TrainConfig", "Trainer", "TrainingError",
            "file_signature", "list_checkpoints", "parse_betas", "parse_every"]
 
@@ -103,77 +103,6 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TB"
-
-
-EPOCH = "epoch"  # --eval-every epoch
-
-
-def parse_every(text: str) -> int | str:
-    """--eval-every: a number of steps, or "epoch"."""
-    if text == EPOCH:
-        return EPOCH
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{text!r}: give a number of steps or 'epoch'") from None
-
-
-def parse_betas(text: str) -> tuple[float, float]:
-    """"0.9,0.999" -> (0.9, 0.999), both in [0, 1)."""
-    try:
-        b1, b2 = (float(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(f"{text!r}: give two numbers, e.g. 0.9,0.999") from None
-    if not (0 <= b1 < 1 and 0 <= b2 < 1):
-        raise ValueError(f"{text!r}: both betas must be in [0, 1)")
-    return b1, b2
-
-
-@dataclass
-class TrainConfig:
-    """How to train; train.py makes a flag of each field (config.option holds its help text)."""
-
-    output: str = option("output", "folder for the model, checkpoints and metrics.jsonl")
-    epochs: int = option(3, "passes over the data (ignored when --max-steps is set)")
-    max_steps: int | None = option(None, "optimizer steps to run; overrides --epochs")
-    batch_size: int = option(32, "sequences per micro-batch per process")
-    grad_accum: int = option(1, "micro-batches per optimizer step")
-    lr: float = option(5e-5, "peak learning rate")
-    weight_decay: float = option(0.01, "AdamW decoupled weight decay, not applied to biases and LayerNorms")
-    adam_betas: tuple[float, float] = option((0.9, 0.999), "AdamW beta1,beta2", type=parse_betas, metavar="B1,B2")
-    adam_eps: float = option(1e-6, "AdamW epsilon")
-    warmup: float = option(0.1, "warm-up: a fraction of all steps (< 1) or a number of steps (>= 1)")
-    schedule: str = option("linear", "learning-rate schedule after warm-up", choices=("linear", "cosine", "constant"))
-    max_grad_norm: float = option(1.0, "clip the global gradient norm to this, 0 = off")
-    precision: str = option("auto", "auto: on GPUs bf16 autocast (fp16 where bf16 is missing); on CPUs bf16 only "
-                            "with native bf16 (AMX/AVX512-BF16), else fp32", choices=("auto", "fp32", "bf16", "fp16"))
-    seed: int = option(0, "seed for init, data order and masking")
-    max_length: int | None = option(None, "tokens per sequence, longer texts are truncated; recorded so that "
-                                    "--resume can check it continues the same run")
-    eval_every: int | str = option(0, "evaluate every N steps, or 'epoch': at the end of every epoch; 0 = only "
-                                   "at the end", type=parse_every, metavar="N|epoch")
-    metric: str | None = option(None, "the evaluation number that picks best/ and that --patience watches: "
-                                "accuracy, macro_f1 or eval_loss for classify (default accuracy); accuracy, "
-                                "eval_loss or perplexity for mlm (default eval_loss). Losses and perplexity are "
-                                "better lower, the others higher", metavar="NAME")
-    patience: int = option(0, "early stopping: stop after N evaluations in a row without improvement of --metric; "
-                           "needs evaluation data and --eval-every. 0 = off", metavar="N")
-    save_every: int = option(0, "checkpoint every N steps, 0 = only the final model")
-    keep_checkpoints: int = option(2, "keep the last K checkpoint folders")
-    accept_changed_run: bool = option(False, "let --resume continue although the training file, task, batch "
-                                      "size or max length differ from the checkpoint's run (the data position "
-                                      "is then only approximate)")
-    log_every: int = option(10, "steps between metrics.jsonl lines and progress-bar updates")
-    device: str = option("auto", "auto, cpu, cuda or cuda:N")
-    bf16_weights: bool = option(False, "with bf16 precision: run the passes on a bf16 copy of the model (weights and "
-                                "activations bf16, no autocast) refreshed after each optimizer step, which updates "
-                                "the fp32 weights as always; about 1.1x faster on CPUs with native bf16 "
-                                "(BENCHMARKS.md), losses within bf16 rounding of autocast's")
-    compile: bool = option(False, "torch.compile the model: pays off on GPUs for runs of many steps; on CPU the "
-                           "compile time rarely pays back")
-    progress: bool = option(True, "show progress bars (training, evaluation, tokenizing large files)")
-    plot: bool = option(True, "write curves.png (training loss, learning rate and eval metrics against step) at the "
-                        "end; needs matplotlib: pip install 'minibert[plot]'")
 
 
 def capture_rng() -> dict:
@@ -235,8 +164,6 @@ class Trainer:
         self.output = Path(cfg.output)
         self.run = RunFolder(self.output)
 
-        if cfg.batch_size < 1 or cfg.grad_accum < 1:
-            raise TrainingError("--batch-size and --grad-accum must be at least 1")
         lengths = [len(f["input_ids"]) for f in train_data]
         self.sampler = LengthGroupedSampler(lengths, cfg.batch_size, seed=cfg.seed, num_replicas=self.world,
                                             rank=self.rank)
@@ -249,16 +176,9 @@ class Trainer:
             raise TrainingError(f"the training data ({len(train_data)} examples) gives no batch on this process")
         self.steps_per_epoch = math.ceil(len(self.sampler) / cfg.grad_accum)
         self.total_steps = cfg.max_steps if cfg.max_steps else self.steps_per_epoch * cfg.epochs
-        if self.total_steps < 1:
-            raise TrainingError("nothing to train: set --epochs or --max-steps to at least 1")
         self.metric = task.check_metric(cfg.metric)  # what picks best/ and what --patience watches
-        if cfg.patience < 0:
-            raise TrainingError(f"--patience {cfg.patience}: must be at least 0")
         if cfg.patience and not eval_data:
             raise TrainingError(f"--patience {cfg.patience} needs evaluation data: add --eval FILE or --eval-split")
-        if cfg.patience and not cfg.eval_every:
-            raise TrainingError(f"--patience {cfg.patience} needs evaluations during training: add --eval-every N "
-                                f"or --eval-every epoch")
 
         self.optimizer = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.adam_betas,
                                eps=cfg.adam_eps)
