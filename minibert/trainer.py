@@ -1,135 +1,60 @@
-"""The training loop: precision, accumulation, clipping, evaluation, logging, checkpoints, resume, DDP.
+"""The training loop: precision, accumulation, clipping, evaluation, logging, early stopping, DDP.
 
 One optimizer step, top to bottom (`Trainer.step`):
     get k micro-batches -> count their targets (all ranks) -> for each: autocast forward ->
     loss * n_i / N -> backward (gradient sync on the last one only) -> unscale -> clip ->
     AdamW step -> schedule step -> zero grads.
 
-Evaluation (every --eval-every steps, or at the end of each epoch, and at the end) saves `best/` when
-the chosen metric (--metric, default the task's) improves; with --patience N training stops after N
-evaluations in a row without improvement. metrics.jsonl gets a line per --log-every steps, one per
-evaluation ({"eval": ...}, classifiers with their per-class report and confusion matrix) and a
-summary: the best step and its metric, and why training stopped. At the end curves.png plots it
-(plots.py, needs matplotlib).
+Around the steps (`Trainer.train`): evaluation every --eval-every steps (or at the end of each epoch)
+and at the end, with --patience N stopping after N evaluations in a row without improvement of
+--metric; a log record every --log-every steps; a checkpoint every --save-every steps. What is written
+at those points besides checkpoints and the final model (best/, metrics.jsonl, curves.png) is done by
+callbacks (callbacks.py). Elsewhere: the settings (train_config.py), checkpoints,
+resume and the RNG state (train_state.py), SIGINT/SIGTERM (signals.py), the output folder's names and
+its lock (run_folder.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import pickle
-import random
-import shutil
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import CheckpointError, convert_from_hf, pickled_global, read_weights
+from .callbacks import Callback, default_callbacks
 from .data.sampler import LengthGroupedSampler
 from .metrics import evaluate, summary_numbers
 from .optim import AdamW, LossScaler, make_schedule, param_groups
-from .run_folder import STATE_FILE, RunFolder, is_checkpoint, list_checkpoints
+from .run_folder import STATE_FILE, RunFolder, list_checkpoints
 from .runtime import BF16Copy, allow_tf32, autocast, resolve_device, resolve_precision, reuse_freed_memory
+from .signals import Interrupted, Signals
 from .train_config import EPOCH, TrainConfig, parse_betas, parse_every
+from .train_state import (
+    BrokenCheckpoint,
+    Saver,
+    TrainingError,
+    file_signature,
+    load_checkpoint,
+    resume_from,
+    set_seed,
+    trainer_state,
+)
 
 if TYPE_CHECKING:
     from .tasks import Task
 
-# Names that moved to modules of their own (run_folder.py, train_config.py); train.py imports them from here.
-__all__ = ["EPOCH", "STATE_FILE", "BrokenCheckpoint", "Interrupted", "TrainConfig", "Trainer", "TrainingError",
-           "file_signature", "list_checkpoints", "parse_betas", "parse_every"]
-
-STATE_KEYS = ("step", "position", "optimizer", "schedule", "scaler", "rng", "collate", "best")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on; the message says why and what to change."""
-
-
-class BrokenCheckpoint(TrainingError):
-    """A checkpoint folder whose files are truncated, corrupted or incomplete."""
-
-
-class Interrupted(KeyboardInterrupt):
-    """Training was stopped by SIGINT (Ctrl-C) or SIGTERM (timeout, schedulers, container stops) after
-    saving a checkpoint. exit_status is the shell's convention for death by that signal: 128 + its
-    number (130, 143)."""
-
-    def __init__(self, message: str, signum: int = signal.SIGINT):
-        super().__init__(message)
-        self.signum = int(signum)
-        self.exit_status = 128 + self.signum
-
-
-class _Signal(KeyboardInterrupt):
-    """Raised by the trainer's signal handler between steps; becomes Interrupted once saved."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def file_signature(path: str | Path) -> dict:
-    """Name, size and SHA-256 of a data file: what a resumed run checks it is training on again."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"train_file": path.name, "train_bytes": path.stat().st_size, "train_sha256": digest.hexdigest()}
-
-
-def _short(value) -> str:
-    """A signature value for an error line: hashes cut to 12 characters."""
-    return value[:12] if isinstance(value, str) and len(value) == 64 else str(value)
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
-
-
-def capture_rng() -> dict:
-    state = {
-        "python": random.getstate(),
-        "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in np.random.get_state()],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    python = state["python"]
-    random.setstate((python[0], tuple(python[1]), python[2]))
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+# Where these names lived before they had modules of their own; train.py imports them from here.
+__all__ = ["EPOCH", "STATE_FILE", "BrokenCheckpoint", "Callback", "Interrupted", "TrainConfig", "Trainer",
+           "TrainingError", "file_signature", "list_checkpoints", "parse_betas", "parse_every"]
 
 
 class Trainer:
@@ -139,14 +64,17 @@ class Trainer:
     train_data / eval_data: lists of features (dicts with at least `input_ids`); `collate` turns a
     list of features into a batch of tensors with `labels`; `eval_collate` likewise for
     evaluation (for MLM, a masking collator with a fixed seed, so every evaluation masks the
-    same tokens). `tokenizer` is saved with the model.
+    same tokens). `tokenizer` is saved with the model. `callbacks` run after the ones the settings ask
+    for (callbacks.py).
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, task: Task, train_data: list[dict], collate: Callable,
                  eval_data: list[dict] | None = None, eval_collate: Callable | None = None, tokenizer=None,
-                 log: Callable[[str], None] = print, data_signature: dict | None = None):
+                 log: Callable[[str], None] = print, data_signature: dict | None = None,
+                 callbacks: list[Callback] | None = None):
         self.cfg = cfg
         self.task = task
+        self.callbacks = [*default_callbacks(cfg), *(callbacks or [])]
         self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.is_main = self.rank == 0
@@ -156,13 +84,13 @@ class Trainer:
         reuse_freed_memory(self.device)
         task.setup_model(model)
         self.model = model.to(self.device)
-        self.tokenizer = tokenizer
         self.train_data, self.collate = train_data, collate
         self.eval_data, self.eval_collate = eval_data, eval_collate or collate
         self.eval_collate_state = self.eval_collate.state_dict() if hasattr(self.eval_collate, "state_dict") else None
         self.log = log if self.is_main else (lambda *_: None)
-        self.output = Path(cfg.output)
-        self.run = RunFolder(self.output)
+        self.run = RunFolder(cfg.output)
+        self.signals = Signals(self._say)
+        self.saver = Saver(self.run, self.model, tokenizer, self.signals, cfg.keep_checkpoints)
 
         lengths = [len(f["input_ids"]) for f in train_data]
         self.sampler = LengthGroupedSampler(lengths, cfg.batch_size, seed=cfg.seed, num_replicas=self.world,
@@ -213,9 +141,6 @@ class Trainer:
         self.stop_reason: str | None = None  # set when --patience ends training early
         self.last_eval: dict | None = None
         self.first_bad_step = torch.tensor(-1, device=self.device)  # first step whose loss was inf/nan
-        self._saving = False  # a save in progress: signals wait for it (see _critical)
-        self._pending_signal: int | None = None
-        self._stopping = False
         self.last_checkpoint: Path | None = None  # written by this process
 
     # ------------------------------------------------------------------ data
@@ -295,6 +220,110 @@ class Trainer:
                 f"keep --max-grad-norm on, or use --precision fp32"
             )
 
+    # ------------------------------------------------------------------ the loop
+
+    def train(self, resume: str | bool | None = None, on_start: Callable[[], None] | None = None) -> dict:
+        """Train to the last step and save; `resume` as in `resume()`. on_start: called once the run
+        is known to go ahead (after a resume was accepted), before the first step."""
+        if not self.is_main:
+            return self._train(resume, on_start)
+        with self.run.lock():
+            return self._train(resume, on_start)
+
+    def _train(self, resume: str | bool | None, on_start: Callable[[], None] | None) -> dict:
+        cfg = self.cfg
+        set_seed(cfg.seed)
+        self.run.path.mkdir(parents=True, exist_ok=True)
+        if resume:
+            path = self.resume(resume)
+            if path is not None:
+                self.log(f"resumed from {path} at step {self.step_count}")
+            else:
+                self.log(f"no checkpoint in {self.run.path}; starting from step 0")
+        if on_start is not None:
+            on_start()
+        bar = tqdm(total=self.total_steps, initial=self.step_count, disable=not (cfg.progress and self.is_main),
+                   dynamic_ncols=True)
+        stream = self.micro_batches()
+        start, tokens, window_tokens, window_start = time.perf_counter(), 0, 0, time.perf_counter()
+        window_loss = torch.zeros((), device=self.device)
+        window_steps, last = 0, {}
+        try:
+            self._hook("on_train_begin")
+            with self.signals.handled():
+                try:
+                    while self.step_count < self.total_steps:
+                        micro = [next(stream) for _ in range(cfg.grad_accum)]
+                        n_tok = sum(int(b["attention_mask"].sum()) for b in micro) * self.world
+                        window_loss += self.step(micro)
+                        tokens += n_tok
+                        self.tokens_seen += n_tok
+                        window_tokens += n_tok
+                        window_steps += 1
+                        bar.update(1)
+                        evaluated = self.is_eval_step()
+                        if evaluated:
+                            self.run_eval()
+                        stop = evaluated and self.should_stop()
+                        if self.step_count % cfg.log_every == 0 or self.step_count == self.total_steps or stop:
+                            self.check_finite()  # .item() only here: it waits for the device
+                            now = time.perf_counter()
+                            last = {"step": self.step_count, "tokens": self.tokens_seen,
+                                    "loss": float(window_loss) / window_steps,
+                                    "lr": self.schedule.get_last_lr()[0],
+                                    "tokens_per_s": window_tokens / max(now - window_start, 1e-9)}
+                            bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}",
+                                            tok_s=f"{last['tokens_per_s']:.0f}")
+                            self._hook("on_log", last)
+                            window_loss.zero_()
+                            window_steps, window_tokens, window_start = 0, 0, now
+                        if cfg.save_every and self.step_count % cfg.save_every == 0:
+                            self.save_checkpoint()
+                        if stop:
+                            break
+                    self.check_finite()
+                    elapsed = time.perf_counter() - start
+                    bar.close()
+                    final_eval = None
+                    if self.eval_data:  # after an early stop, the evaluation that stopped it is the final one
+                        final_eval = self.last_eval if self.stop_reason else self.run_eval()
+                    if self.is_main:
+                        self.saver.model_to(self.run.path)
+                except KeyboardInterrupt as e:
+                    bar.close()
+                    self.signals.stopping = True  # further signals wait for this save and are then ignored
+                    signum = getattr(e, "signum", signal.SIGINT)
+                    path = self.last_checkpoint  # a signal that waited for a checkpoint save finds it done
+                    if path != self.run.checkpoint(self.step_count):
+                        path = self.save_checkpoint()
+                    raise Interrupted(f"{signal.Signals(signum).name}: stopped at step {self.step_count}; "
+                                      f"checkpoint saved to {path}; continue with --resume", signum) from None
+        except BaseException:
+            self._hook("on_train_end", None)
+            raise
+        finally:
+            bar.close()
+        summary = {"steps": self.step_count, "seconds": round(elapsed, 2),
+                   "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1), "final_train_loss": last.get("loss"),
+                   "eval": final_eval, "best_eval": self.best, "output": str(self.run.path),
+                   "metric": self.metric if self.best else None,
+                   "best_step": self.best["step"] if self.best else None,
+                   "best_value": self.best[self.metric] if self.best else None,
+                   "stopped": self.stop_reason or f"reached the last step ({self.total_steps})"}
+        self._hook("on_train_end", summary)
+        return summary
+
+    def _hook(self, event: str, *args) -> None:
+        """Call `event` on every callback in order, on the main process only: one writer per file."""
+        if self.is_main:
+            for callback in self.callbacks:
+                getattr(callback, event)(self, *args)
+
+    def _say(self, message: str) -> None:
+        """self.log, with any progress bar cleared first and redrawn below the line."""
+        with tqdm.external_write_mode():
+            self.log(message)
+
     # ------------------------------------------------------------------ evaluation
 
     def evaluate(self) -> dict:
@@ -310,318 +339,24 @@ class Trainer:
         return bool(self.eval_data) and bool(every) and self.step_count % every == 0 \
             and self.step_count < self.total_steps
 
-    def _say(self, message: str) -> None:
-        """self.log, with any progress bar cleared first and redrawn below the line."""
-        with tqdm.external_write_mode():
-            self.log(message)
-
-    # ------------------------------------------------------------------ signals
-
-    @contextmanager
-    def _signals(self):
-        """While training: SIGINT and SIGTERM stop the loop (a checkpoint is saved, then Interrupted is
-        raised). Only the main thread can install handlers; elsewhere Ctrl-C stays Python's."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            if self._saving:  # never abandon a save half-way: stop once it is complete
-                self._pending_signal = signum
-                self._say(f"{signal.Signals(signum).name}: finishing the save in progress, then stopping")
-                return
-            raise _Signal(signum)
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-    @contextmanager
-    def _critical(self):
-        """A save that a signal must not cut short: a signal that arrives meanwhile is raised after it."""
-        outer, self._saving = self._saving, True
-        try:
-            yield
-        finally:
-            self._saving = outer
-        if not outer and self._pending_signal is not None and not self._stopping:
-            signum, self._pending_signal = self._pending_signal, None
-            raise _Signal(signum)
-
-    # ------------------------------------------------------------------ checkpoints
-
-    def _write_error(self, what: str, error: OSError, needed: int) -> TrainingError:
-        """A one-line error for a failed write: the folder, the reason, the space it needs, what is safe."""
-        try:
-            free = f", {_size(shutil.disk_usage(self.output).free)} free"
-        except OSError:
-            free = ""
-        found = self.run.checkpoints()
-        safe = f"; {found[-1].name} is intact and --resume continues from it" if found else ""
-        return TrainingError(f"{self.output}: could not write {what} ({error.strerror or error}); it needs about "
-                             f"{_size(needed)}{free}{safe}")
-
-    def _model_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
-
-    def save_checkpoint(self) -> Path | None:
-        """Write output/checkpoint-STEP atomically: into a temporary folder, then renamed. A write error
-        (a full disk) removes the partial folder and leaves every earlier checkpoint as it was."""
-        self.check_finite()
-        if not self.is_main:
-            return None
-        final = self.run.checkpoint(self.step_count)
-        tmp = self.run.tmp(final.name)
-        with self._critical():
-            shutil.rmtree(tmp, ignore_errors=True)
-            state = {
-                "step": self.step_count,
-                "tokens_seen": self.tokens_seen,
-                "position": list(self.position),
-                "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": capture_rng(),
-                "collate": self.collate.state_dict() if hasattr(self.collate, "state_dict") else None,
-                "best": self.best,
-                "evals_since_best": self.evals_since_best,
-                "config": asdict(self.cfg),
-                "data": self.run_signature,
-            }
-            try:
-                self.model.save_pretrained(tmp, tokenizer=self.tokenizer)
-                torch.save(state, tmp / STATE_FILE)
-            except OSError as e:
-                shutil.rmtree(tmp, ignore_errors=True)
-                # weights in the file's dtype, plus AdamW's two fp32 moments per parameter
-                raise self._write_error(final.name, e, 3 * self._model_bytes()) from None
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            self.last_checkpoint = final
-            self.run.prune_checkpoints(self.cfg.keep_checkpoints)
-        return final
-
-    def save_model(self, dest: Path) -> None:
-        """save_pretrained into `dest` (the output folder or best/) so that a failed write leaves the
-        model that was there intact: written into a temporary folder first, then moved in."""
-        what = "the final model" if dest == self.output else f"{dest.name}/"
-        tmp = self.run.tmp('final' if dest == self.output else dest.name)
-        with self._critical():
-            shutil.rmtree(tmp, ignore_errors=True)
-            try:
-                self.model.save_pretrained(tmp, tokenizer=self.tokenizer)
-            except OSError as e:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise self._write_error(what, e, self._model_bytes()) from None
-            if dest == self.output:  # the folder holds more (checkpoints, metrics): move file by file
-                for f in tmp.iterdir():
-                    os.replace(f, dest / f.name)
-                tmp.rmdir()
-            else:
-                old = self.run.old(dest.name)
-                if dest.exists():
-                    os.replace(dest, old)
-                os.replace(tmp, dest)
-                shutil.rmtree(old, ignore_errors=True)
-
-    def check_same_run(self, path: Path, saved: dict | None) -> None:
-        if saved is None:  # a checkpoint written before signatures were recorded
-            return
-        now = self.run_signature
-        diff = [f"{k} {_short(saved[k])} -> {_short(now[k])}" for k in now if k in saved and saved[k] != now[k]]
-        if not diff:
-            return
-        if self.cfg.accept_changed_run:
-            self.log(f"warning: --resume {path}: continuing a different run ({', '.join(diff)}), as "
-                     f"--accept-changed-run asks")
-            return
-        raise TrainingError(
-            f"--resume {path}: this run differs from the one that wrote the checkpoint ({', '.join(diff)}); "
-            f"to start a new phase from its weights use --model {path} with a new --output, or pass "
-            f"--accept-changed-run")
-
-    def read_checkpoint(self, path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
-        """(trainer state, weights) of a checkpoint folder, checked complete before anything is applied.
-
-        A state file that carries objects other than tensors and plain data is refused (TrainingError:
-        the code in it never runs); a truncated or corrupted one raises BrokenCheckpoint."""
-        file = path / STATE_FILE
-        try:
-            # weights_only: tensors and plain containers only; a state file carrying code is refused.
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            code = pickled_global(e)
-            if code:
-                raise TrainingError(f"{file}: refused, it would call {code} (pickled code, never run); resume "
-                                    f"only from checkpoints this trainer wrote") from None
-            raise BrokenCheckpoint(f"{file}: unreadable, the file is truncated or corrupted") from None
-        except FileNotFoundError:
-            raise BrokenCheckpoint(f"{file}: missing, the checkpoint is incomplete") from None
-        except Exception:  # torch.load on damaged bytes raises RuntimeError, EOFError, IndexError, ...
-            raise BrokenCheckpoint(f"{file}: unreadable, the file is truncated or corrupted") from None
-        missing = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
-        if missing:
-            raise BrokenCheckpoint(f"{file}: incomplete, no {missing[0]!r} entry")
-        try:
-            weights, _ = convert_from_hf(read_weights(path), self.model, source=str(path))
-        except CheckpointError as e:
-            raise BrokenCheckpoint(str(e)) from None
-        return state, weights
-
-    def load_checkpoint(self, path: Path) -> None:
-        state, weights = self.read_checkpoint(path)
-        self.check_same_run(path, state.get("data"))
-        self.model.load_state_dict(weights)
-        if self.bf16_copy is not None:
-            self.bf16_copy.refresh()
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng"])
-        if state["collate"] is not None and hasattr(self.collate, "load_state_dict"):
-            self.collate.load_state_dict(state["collate"])
-        self.step_count = state["step"]
-        self.tokens_seen = state.get("tokens_seen", 0)
-        self.position = tuple(state["position"])
-        self.best = state["best"]
-        self.evals_since_best = state.get("evals_since_best", 0)
-
-    def find_resume(self, resume: str | bool) -> Path | None:
-        """`True`: the latest complete checkpoint in the output folder (None if there is none);
-        a path: that checkpoint. Temporary folders of an interrupted save are removed."""
-        if self.is_main and self.output.is_dir():
-            for p in self.run.clean_partial():
-                self.log(f"removed incomplete checkpoint {p}")
-        if resume is True:
-            found = self.run.checkpoints()
-            return found[-1] if found else None
-        path = Path(resume)
-        if not is_checkpoint(path):
-            raise TrainingError(f"--resume {path}: not a complete checkpoint (no {STATE_FILE})")
-        return path
-
-    def resume(self, resume: str | bool) -> Path | None:
-        """Load the checkpoint `resume` names (see find_resume). With `True`, a broken latest checkpoint
-        is skipped with a warning for the one before it; a named one that is broken is an error."""
-        path = self.find_resume(resume)
-        if resume is not True:  # a named checkpoint: find_resume checked it is there
-            self.load_checkpoint(path)
-            return path
-        candidates = self.run.checkpoints()[::-1]  # newest first; none: start from step 0
-        for i, path in enumerate(candidates):
-            try:
-                self.load_checkpoint(path)
-                return path
-            except BrokenCheckpoint as e:
-                if i + 1 < len(candidates):
-                    self.log(f"warning: {e}; resuming from {candidates[i + 1].name} instead")
-                else:
-                    raise BrokenCheckpoint(f"{e}; no earlier checkpoint in {self.output} to fall back to: train "
-                                           f"again without --resume (with --overwrite)") from None
-        return None
-
-    # ------------------------------------------------------------------ the loop
-
-    def train(self, resume: str | bool | None = None, on_start: Callable[[], None] | None = None) -> dict:
-        """Train to the last step and save; `resume` as in `resume()`. on_start: called once the run
-        is known to go ahead (after a resume was accepted), before the first step."""
-        if not self.is_main:
-            return self._train(resume, on_start)
-        with self.run.lock():
-            return self._train(resume, on_start)
-
-    def _train(self, resume: str | bool | None, on_start: Callable[[], None] | None) -> dict:
-        cfg = self.cfg
-        set_seed(cfg.seed)
-        self.output.mkdir(parents=True, exist_ok=True)
-        if resume:
-            path = self.resume(resume)
-            if path is not None:
-                self.log(f"resumed from {path} at step {self.step_count}")
-            else:
-                self.log(f"no checkpoint in {self.output}; starting from step 0")
-        if on_start is not None:
-            on_start()
-        metrics_file = self.run.metrics.open("a", encoding="utf-8") if self.is_main else None
-        bar = tqdm(total=self.total_steps, initial=self.step_count, disable=not (cfg.progress and self.is_main),
-                   dynamic_ncols=True)
-        stream = self.micro_batches()
-        start, tokens, window_tokens, window_start = time.perf_counter(), 0, 0, time.perf_counter()
-        window_loss = torch.zeros((), device=self.device)
-        window_steps, last = 0, {}
-        try:
-            with self._signals():
-                try:
-                    while self.step_count < self.total_steps:
-                        micro = [next(stream) for _ in range(cfg.grad_accum)]
-                        n_tok = sum(int(b["attention_mask"].sum()) for b in micro) * self.world
-                        window_loss += self.step(micro)
-                        tokens += n_tok
-                        self.tokens_seen += n_tok
-                        window_tokens += n_tok
-                        window_steps += 1
-                        bar.update(1)
-                        evaluated = self.is_eval_step()
-                        if evaluated:
-                            self.run_eval(metrics_file)
-                        stop = evaluated and self.should_stop()
-                        if self.step_count % cfg.log_every == 0 or self.step_count == self.total_steps or stop:
-                            self.check_finite()
-                            now = time.perf_counter()
-                            last = {"step": self.step_count, "tokens": self.tokens_seen,
-                                    "loss": float(window_loss) / window_steps,
-                                    "lr": self.schedule.get_last_lr()[0],
-                                    "tokens_per_s": window_tokens / max(now - window_start, 1e-9)}
-                            bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{last['lr']:.2e}",
-                                            tok_s=f"{last['tokens_per_s']:.0f}")
-                            if metrics_file:
-                                metrics_file.write(json.dumps(last) + "\n")
-                                metrics_file.flush()
-                            window_loss.zero_()
-                            window_steps, window_tokens, window_start = 0, 0, now
-                        if cfg.save_every and self.step_count % cfg.save_every == 0:
-                            self.save_checkpoint()
-                        if stop:
-                            break
-                    self.check_finite()
-                    elapsed = time.perf_counter() - start
-                    bar.close()
-                    final_eval = None
-                    if self.eval_data:  # after an early stop, the evaluation that stopped it is the final one
-                        final_eval = self.last_eval if self.stop_reason else self.run_eval(metrics_file)
-                    if self.is_main:
-                        self.save_model(self.output)
-                except KeyboardInterrupt as e:
-                    bar.close()
-                    self._stopping = True  # further signals wait for this save and are then ignored
-                    signum = getattr(e, "signum", signal.SIGINT)
-                    path = self.last_checkpoint  # a signal that waited for a checkpoint save finds it done
-                    if path != self.run.checkpoint(self.step_count):
-                        path = self.save_checkpoint()
-                    raise Interrupted(f"{signal.Signals(signum).name}: stopped at step {self.step_count}; "
-                                      f"checkpoint saved to {path}; continue with --resume", signum) from None
-        except BaseException:
-            if metrics_file:
-                metrics_file.close()
-            raise
-        finally:
-            bar.close()
-        summary = {"steps": self.step_count, "seconds": round(elapsed, 2),
-                   "tokens_per_s": round(tokens / max(elapsed, 1e-9), 1), "final_train_loss": last.get("loss"),
-                   "eval": final_eval, "best_eval": self.best, "output": str(self.output),
-                   "metric": self.metric if self.best else None,
-                   "best_step": self.best["step"] if self.best else None,
-                   "best_value": self.best[self.metric] if self.best else None,
-                   "stopped": self.stop_reason or f"reached the last step ({self.total_steps})"}
-        if metrics_file:
-            metrics_file.write(json.dumps({"summary": summary}) + "\n")
-            metrics_file.close()
-        if self.is_main and self.cfg.plot:
-            self.plot_curves()
-        return summary
+    def run_eval(self) -> dict:
+        """Evaluate and track the best --metric so far; the callbacks record it (best/ when it improved,
+        metrics.jsonl with every number); one line with the summary numbers."""
+        self.check_finite()  # a model whose loss diverged is neither measured nor saved as best/
+        metrics = self.evaluate()
+        metrics["step"] = self.step_count
+        metrics["tokens"] = self.tokens_seen
+        improved = self.task.is_better(metrics, self.best, self.metric)
+        if improved:
+            self.best = dict(metrics)
+            self.evals_since_best = 0
+        else:
+            self.evals_since_best += 1
+        self.last_eval = metrics
+        self._hook("on_evaluate", metrics, improved)
+        self._say("eval @ step {}: {}".format(self.step_count, ", ".join(
+            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary_numbers(metrics).items())))
+        return metrics
 
     def should_stop(self) -> bool:
         """--patience: whether the evaluations since the best one are that many (the same answer on every rank)."""
@@ -636,37 +371,19 @@ class Trainer:
             self._say(self.stop_reason)
         return stop
 
-    def plot_curves(self) -> None:
-        """curves.png from metrics.jsonl; without matplotlib one line says how to get it."""
-        from .plots import PlotUnavailable, plot_run
+    # ------------------------------------------------------------------ checkpoints (train_state.py)
 
-        try:
-            path = plot_run(self.output)
-        except PlotUnavailable as e:
-            self.log(f"curves.png skipped: {e}")
-        except (OSError, ValueError) as e:  # the model is saved: a picture that fails must not fail the run
-            self.log(f"curves.png not written: {e}")
-        else:
-            self.log(f"wrote {path}")
+    def save_checkpoint(self) -> Path | None:
+        """checkpoint-STEP in the output folder, from the main process (the others return None)."""
+        self.check_finite()
+        if not self.is_main:
+            return None
+        with self.signals.critical():  # a signal during the save is raised once it is recorded here
+            self.last_checkpoint = self.saver.checkpoint(self.step_count, trainer_state(self))
+            self._hook("on_save", self.last_checkpoint)
+        return self.last_checkpoint
 
-    def run_eval(self, metrics_file) -> dict:
-        """Evaluate, save best/ if --metric improved, log the summary numbers in one line and every number
-        (the classification report too) in metrics.jsonl."""
-        self.check_finite()  # a model whose loss diverged is neither measured nor saved as best/
-        metrics = self.evaluate()
-        metrics["step"] = self.step_count
-        metrics["tokens"] = self.tokens_seen
-        if self.task.is_better(metrics, self.best, self.metric):
-            self.best = dict(metrics)
-            self.evals_since_best = 0
-            if self.is_main:
-                self.save_model(self.run.best)
-        else:
-            self.evals_since_best += 1
-        self.last_eval = metrics
-        if metrics_file:
-            metrics_file.write(json.dumps({"eval": metrics}) + "\n")
-            metrics_file.flush()
-        self._say("eval @ step {}: {}".format(self.step_count, ", ".join(
-            f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary_numbers(metrics).items())))
-        return metrics
+    def resume(self, resume: str | bool) -> Path | None:
+        """Load the checkpoint `resume` names: True, the latest complete one in the output folder (None when
+        there is none), falling back past broken ones with a warning; a path, that one (train_state.resume_from)."""
+        return resume_from(self.run, resume, partial(load_checkpoint, self), self.log, clean=self.is_main)

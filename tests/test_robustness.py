@@ -197,12 +197,11 @@ def test_best_folder_is_replaced_atomically(tok, features, tmp_path, monkeypatch
     evaluated.eval_data = features
     evaluated.train()
     before = (tmp_path / "best" / "model.safetensors").read_bytes()
-    again = make_trainer(tok, features, tmp_path / "again", max_steps=2)
-    again.eval_data, again.output = features, tmp_path
-    again.best = None
+    again = make_trainer(tok, features, tmp_path, max_steps=2, eval_every=1)
+    again.eval_data = features  # its first evaluation is its best so far: best/ is replaced
     monkeypatch.setattr(checkpoint_module, "save_file", _disk_full)
     with pytest.raises(TrainingError, match="could not write best/"):
-        again.run_eval(None)
+        again.train()
     assert (tmp_path / "best" / "model.safetensors").read_bytes() == before and no_partial_folders(tmp_path)
 
 

@@ -14,7 +14,9 @@ from conftest import minilm_dir, tiny_config
 
 from minibert import BertForMaskedLM, BertForSequenceClassification, MaskedLM, MaskingCollator, Tokenizer
 from minibert.data import ClassificationCollator, tokenize_texts
+from minibert.run_folder import RunFolder
 from minibert.tasks import SequenceClassification
+from minibert.train_state import find_resume, load_checkpoint
 from minibert.trainer import STATE_FILE, TrainConfig, Trainer, TrainingError, list_checkpoints
 
 SENTENCES = [
@@ -84,11 +86,12 @@ def test_resume_ignores_and_cleans_half_written_checkpoints(tok, features, tmp_p
     (tmp_path / ".tmp-checkpoint-4").mkdir()  # a save killed before its rename
     (tmp_path / ".tmp-checkpoint-4" / "model.safetensors").write_bytes(b"garbage")
     (tmp_path / "checkpoint-9").mkdir()  # a folder without trainer state is not a checkpoint
-    again = make_trainer(tok, features, tmp_path, max_steps=3)
-    assert again.find_resume(True) == tmp_path / "checkpoint-2"
-    assert not (tmp_path / ".tmp-checkpoint-4").exists()
+    logs = []
+    assert find_resume(RunFolder(tmp_path), True, logs.append) == tmp_path / "checkpoint-2"
+    assert not (tmp_path / ".tmp-checkpoint-4").exists() and logs == [f"removed incomplete checkpoint "
+                                                                      f"{tmp_path / '.tmp-checkpoint-4'}"]
     with pytest.raises(TrainingError, match="not a complete checkpoint"):
-        again.find_resume(str(tmp_path / "checkpoint-9"))
+        find_resume(RunFolder(tmp_path), str(tmp_path / "checkpoint-9"), logs.append)
 
 
 def test_accumulated_gradient_equals_big_batch_gradient(tok, tmp_path):
@@ -294,7 +297,7 @@ def test_resume_refuses_a_state_file_with_pickled_code(tok, features, tmp_path):
     torch.save(state, state_file)
     again = make_trainer(tok, features, tmp_path, max_steps=3)
     with pytest.raises(TrainingError) as e:
-        again.load_checkpoint(tmp_path / "checkpoint-2")
+        load_checkpoint(again, tmp_path / "checkpoint-2")
     message = str(e.value)
     assert message.startswith(f"{state_file}: refused") and "\n" not in message
     assert len(message.replace(str(state_file), "")) < 150

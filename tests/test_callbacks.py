@@ -1,0 +1,84 @@
+"""The callbacks of a run: the hooks in order, and the end hook on a failed run too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from minibert import BertForMaskedLM, MaskedLM, MaskingCollator
+from minibert.callbacks import Callback
+from minibert.data import tokenize_texts
+from minibert.trainer import TrainConfig, Trainer, TrainingError
+
+SENTENCES = ["the cat sat on the mat", "the dog sat on the log", "a bird flew over the house",
+             "the sun rises in the east", "rivers flow down to the sea", "she reads a book every night",
+             "he plays the piano very well", "children play in the park"]
+
+
+@pytest.fixture(scope="module")
+def tok(minilm_tokenizer):
+    return minilm_tokenizer
+
+
+@pytest.fixture(scope="module")
+def features(tok):
+    return tokenize_texts(tok, SENTENCES, max_length=16)
+
+
+def make_trainer(tok, features, out: Path, callbacks=None, **kw) -> Trainer:
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_config(tok.vocab_size, dropout=0.0))
+    cfg = dict(output=str(out), batch_size=4, lr=1e-3, warmup=0, precision="fp32", device="cpu", progress=False,
+               log_every=1, seed=0, plot=False)
+    return Trainer(model, TrainConfig(**{**cfg, **kw}), MaskedLM(), features, MaskingCollator(tok, seed=0),
+                   eval_data=features[:4], tokenizer=tok, log=lambda *_: None, callbacks=callbacks)
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_train_begin(self, trainer):
+        self.events.append(("begin", trainer.step_count))
+
+    def on_log(self, trainer, record):
+        self.events.append(("log", record["step"]))
+
+    def on_evaluate(self, trainer, metrics, improved):
+        # called after best/ is saved: a hook that sees `improved` finds the new best/ in place
+        self.events.append(("eval", metrics["step"], improved, (trainer.run.best / "model.safetensors").is_file()))
+
+    def on_save(self, trainer, path):
+        self.events.append(("save", path.name))
+
+    def on_train_end(self, trainer, summary):
+        self.events.append(("end", summary and summary["steps"]))
+
+
+def test_hooks_are_called_in_order_and_end_on_failure_too(tok, features, tmp_path):
+    rec = Recorder()
+    make_trainer(tok, features, tmp_path / "run", [rec], max_steps=4, eval_every=2, save_every=3,
+                 log_every=2).train()
+    assert rec.events[0] == ("begin", 0) and rec.events[-1] == ("end", 4)
+    body = rec.events[1:-1]
+    # eval at 2 (during training) comes before step 2's log record, as in metrics.jsonl; the final eval at 4
+    # comes after the loop, so after step 4's log record
+    assert [e[:2] for e in body] == [("eval", 2), ("log", 2), ("save", "checkpoint-3"), ("log", 4), ("eval", 4)]
+    assert body[0][2:] == (True, True)  # the first evaluation is the best so far, best/ saved before the hook
+
+    failing = Recorder()
+    trainer = make_trainer(tok, features, tmp_path / "nan", [failing], max_steps=3)
+    forward = trainer.forward
+
+    def poisoned(*a, **k):
+        out = forward(*a, **k)
+        out.loss = out.loss * float("nan")
+        return out
+
+    trainer.forward = poisoned
+    with pytest.raises(TrainingError, match="inf/nan"):
+        trainer.train()
+    assert failing.events == [("begin", 0), ("end", None)]
