@@ -12,7 +12,7 @@ every callback in order, with itself as the first argument:
     on_train_end(trainer, summary)             the run's summary; None when an error or a signal ended it
 
 The built-in ones, in the order the trainer calls them (`default_callbacks`): best/, metrics.jsonl,
-curves.png (--plot). best/ comes first, so that an
+curves.png (--plot), TensorBoard events (--report-to tensorboard). best/ comes first, so that an
 evaluation whose model could not be saved is not recorded as if it had been; curves.png after
 metrics.jsonl, which it draws once the summary is in.
 """
@@ -23,11 +23,16 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .metrics import summary_numbers
 from .run_folder import CURVES
 from .train_config import TrainConfig
+from .train_state import TrainingError
 
 if TYPE_CHECKING:
     from .trainer import Trainer
+
+TENSORBOARD_INSTALL = "pip install 'minibert[tensorboard]'"
+
 
 class Callback:
     """The hooks of the module docstring, each doing nothing."""
@@ -105,6 +110,46 @@ class Curves(Callback):
             trainer.log(f"wrote {path}")
 
 
+class TensorBoard(Callback):
+    """--report-to tensorboard: the numbers of metrics.jsonl as TensorBoard scalars in OUTPUT/tensorboard,
+    against the step: train/loss, train/lr and train/tokens_per_s at each log record, eval/NAME for each
+    number of an evaluation's summary (eval/eval_loss, eval/accuracy, ...). A resumed run adds an event
+    file next to the earlier ones. Made before training starts: without tensorboard installed, the run
+    stops at once with one line saying how to get it."""
+
+    TRAIN = ("loss", "lr", "tokens_per_s")
+
+    def __init__(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise TrainingError(f"--report-to tensorboard: tensorboard is not installed; {TENSORBOARD_INSTALL}") \
+                from None
+        self.writer_class = SummaryWriter
+        self.writer = None
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        self.writer = self.writer_class(log_dir=str(trainer.run.tensorboard))
+
+    def on_log(self, trainer: Trainer, record: dict) -> None:
+        for name in self.TRAIN:
+            self.writer.add_scalar(f"train/{name}", record[name], record["step"])
+
+    def on_evaluate(self, trainer: Trainer, metrics: dict, improved: bool) -> None:
+        for name, value in summary_numbers(metrics).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"eval/{name}", value, metrics["step"])
+
+    def on_save(self, trainer: Trainer, path: Path) -> None:
+        self.writer.flush()  # on disk what the checkpoint a resume would continue from has seen
+
+    def on_train_end(self, trainer: Trainer, summary: dict | None) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 def default_callbacks(cfg: TrainConfig) -> list[Callback]:
     """The callbacks `cfg` asks for, in the order of the module docstring."""
-    return [SaveBest(), MetricsFile(), *([Curves()] if cfg.plot else [])]
+    return [SaveBest(), MetricsFile(), *([Curves()] if cfg.plot else []),
+            *([TensorBoard()] if cfg.report_to == "tensorboard" else [])]

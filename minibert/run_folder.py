@@ -7,6 +7,7 @@ plots read or write there, which folders are checkpoints, and what --overwrite r
       best/                  the model of the best evaluation (--metric)
       metrics.jsonl          a line per --log-every steps, one per evaluation, a summary at the end
       curves.png             metrics.jsonl drawn at the end (plots.py)
+      tensorboard/           --report-to tensorboard: the same numbers as TensorBoard events
       train_args.json        every setting of the run, resolved
       README.md              the model card
       .minibert.lock         held while a run writes the folder (lock.py)
@@ -30,12 +31,13 @@ STATE_FILE = "trainer_state.pt"  # in checkpoint-N: optimizer, schedule, RNG, da
 BEST = "best"
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
+TENSORBOARD = "tensorboard"
 TRAIN_ARGS = "train_args.json"
 MODEL_CARD = "README.md"
 MODEL_CONFIG = "config.json"  # its presence says the folder holds a finished model
 
 __all__ = ["BEST", "CHECKPOINT_PREFIX", "CURVES", "LOCK_NAME", "METRICS", "MODEL_CARD", "MODEL_CONFIG", "OLD_PREFIX",
-           "STATE_FILE", "TMP_PREFIX", "TRAIN_ARGS", "RunFolder", "is_checkpoint", "list_checkpoints"]
+           "STATE_FILE", "TENSORBOARD", "TMP_PREFIX", "TRAIN_ARGS", "RunFolder", "is_checkpoint", "list_checkpoints"]
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -73,6 +75,10 @@ class RunFolder:
     @property
     def curves(self) -> Path:
         return self.path / CURVES
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD
 
     @property
     def train_args(self) -> Path:
@@ -133,7 +139,7 @@ class RunFolder:
         checkpoints, best/, records, partial saves), so nothing of it mixes into the new run's. The final
         model, train_args.json and README.md are replaced when the new run writes them."""
         stale = [*self.path.glob(CHECKPOINT_PREFIX + "*"), *self.path.glob(TMP_PREFIX + "*"),
-                 *self.path.glob(OLD_PREFIX + "*"), self.best]
+                 *self.path.glob(OLD_PREFIX + "*"), self.best, self.tensorboard]
         for p in stale:
             shutil.rmtree(p, ignore_errors=True)
         for f in (self.metrics, self.curves):

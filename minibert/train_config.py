@@ -76,6 +76,10 @@ class TrainConfig:
     progress: bool = option(True, "show progress bars (training, evaluation, tokenizing large files)")
     plot: bool = option(True, "write curves.png (training loss, learning rate and eval metrics against step) at the "
                         "end; needs matplotlib: pip install 'minibert[plot]'")
+    report_to: str = option("none", "tensorboard: also write the training loss, learning rate, tokens/s and eval "
+                            "metrics as TensorBoard events into OUTPUT/tensorboard (tensorboard --logdir "
+                            "OUTPUT/tensorboard); needs pip install 'minibert[tensorboard]'",
+                            choices=("none", "tensorboard"))
 
     def __post_init__(self) -> None:
         """One-line ValueErrors naming the flag, for values no run can use."""

@@ -8,8 +8,8 @@ One optimizer step, top to bottom (`Trainer.step`):
 Around the steps (`Trainer.train`): evaluation every --eval-every steps (or at the end of each epoch)
 and at the end, with --patience N stopping after N evaluations in a row without improvement of
 --metric; a log record every --log-every steps; a checkpoint every --save-every steps. What is written
-at those points besides checkpoints and the final model (best/, metrics.jsonl, curves.png) is done by
-callbacks (callbacks.py). Elsewhere: the settings (train_config.py), checkpoints,
+at those points besides checkpoints and the final model (best/, metrics.jsonl, curves.png, TensorBoard
+events) is done by callbacks (callbacks.py). Elsewhere: the settings (train_config.py), checkpoints,
 resume and the RNG state (train_state.py), SIGINT/SIGTERM (signals.py), the output folder's names and
 its lock (run_folder.py).
 """
@@ -74,7 +74,7 @@ class Trainer:
                  callbacks: list[Callback] | None = None):
         self.cfg = cfg
         self.task = task
-        self.callbacks = [*default_callbacks(cfg), *(callbacks or [])]
+        self.callbacks = [*default_callbacks(cfg), *(callbacks or [])]  # first: a missing extra fails before any work
         self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.is_main = self.rank == 0

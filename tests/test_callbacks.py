@@ -1,7 +1,9 @@
-"""The callbacks of a run: the hooks in order, and the end hook on a failed run too."""
+"""The callbacks of a run: the hooks in order, and --report-to tensorboard read back from its event file."""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,7 @@ import torch
 from conftest import tiny_config
 
 from minibert import BertForMaskedLM, MaskedLM, MaskingCollator
-from minibert.callbacks import Callback
+from minibert.callbacks import Callback, TensorBoard
 from minibert.data import tokenize_texts
 from minibert.trainer import TrainConfig, Trainer, TrainingError
 
@@ -82,3 +84,42 @@ def test_hooks_are_called_in_order_and_end_on_failure_too(tok, features, tmp_pat
     with pytest.raises(TrainingError, match="inf/nan"):
         trainer.train()
     assert failing.events == [("begin", 0), ("end", None)]
+
+
+def test_tensorboard_events_hold_the_numbers_of_metrics_jsonl(tok, features, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    make_trainer(tok, features, tmp_path, max_steps=4, eval_every=2, report_to="tensorboard").train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    expected: dict[str, dict[int, float]] = {}
+    for r in records:
+        if "loss" in r:
+            for name in ("loss", "lr", "tokens_per_s"):
+                expected.setdefault(f"train/{name}", {})[r["step"]] = r[name]
+        elif "eval" in r:
+            for name in ("eval_loss", "perplexity", "accuracy", "masked_tokens"):
+                expected.setdefault(f"eval/{name}", {})[r["eval"]["step"]] = r["eval"][name]
+    assert len(expected["train/loss"]) == 4 and sorted(expected["eval/eval_loss"]) == [2, 4]
+
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1
+    acc = EventAccumulator(str(events[0]), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert sorted(acc.Tags()["scalars"]) == sorted(expected)
+    for tag, by_step in expected.items():
+        got = {e.step: e.value for e in acc.Scalars(tag)}
+        assert got.keys() == by_step.keys(), tag
+        for step, value in by_step.items():  # TensorBoard keeps float32
+            assert got[step] == pytest.approx(value, rel=1e-6), (tag, step)
+
+
+def test_without_tensorboard_the_run_stops_at_once_with_one_line(tok, features, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # what a missing package looks like
+    with pytest.raises(TrainingError) as e:
+        TensorBoard()
+    assert str(e.value) == ("--report-to tensorboard: tensorboard is not installed; "
+                            "pip install 'minibert[tensorboard]'")
+    with pytest.raises(TrainingError, match="tensorboard is not installed"):
+        make_trainer(tok, features, tmp_path / "run", max_steps=1, report_to="tensorboard")
+    assert not (tmp_path / "run").exists()

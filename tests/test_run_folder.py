@@ -49,7 +49,7 @@ def test_clear_removes_what_a_new_run_would_not_replace(tmp_path):
     assert not run.holds_model()
     checkpoint(run, 2)
     assert run.has_checkpoints() and run.holds_model()
-    for folder in (run.best, run.tmp("checkpoint-4"), run.old("best")):
+    for folder in (run.best, run.tmp("checkpoint-4"), run.old("best"), run.tensorboard):
         folder.mkdir()
     for f in (run.metrics, run.curves, tmp_path / "config.json", run.train_args, run.model_card, tmp_path / "mine.txt"):
         f.write_text("x")

@@ -21,6 +21,7 @@ from minibert.train_config import EPOCH, TrainConfig
     (dict(max_steps=-1), "--max-steps -1: must be at least 1"),
     (dict(schedule="step"), "--schedule step: use one of linear, cosine, constant"),
     (dict(precision="fp8"), "--precision fp8: use one of auto, fp32, bf16, fp16"),
+    (dict(report_to="wandb"), "--report-to wandb: use one of none, tensorboard"),
 ])
 def test_values_no_run_can_use_are_one_line_naming_the_flag(kw, message):
     with pytest.raises(ValueError) as e:
@@ -33,7 +34,7 @@ def test_values_no_run_can_use_are_one_line_naming_the_flag(kw, message):
     dict(epochs=0, max_steps=5),  # --max-steps overrides --epochs
     dict(max_steps=0),  # 0: not set, --epochs decides
     dict(eval_every=EPOCH, patience=1),
-    dict(eval_every=3, patience=2, save_every=0),
+    dict(eval_every=3, patience=2, save_every=0, report_to="tensorboard"),
 ])
 def test_settings_a_run_can_use_pass(kw):
     TrainConfig(**kw)
