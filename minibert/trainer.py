@@ -37,7 +37,7 @@ from .optim import AdamW, LossScaler, make_schedule, param_groups
 from .run_folder import STATE_FILE, RunFolder, list_checkpoints
 from .runtime import BF16Copy, allow_tf32, autocast, resolve_device, resolve_precision, reuse_freed_memory
 from .signals import Interrupted, Signals
-from .train_config import EPOCH, TrainConfig, parse_betas, parse_every
+from .train_config import EPOCH, TrainConfig
 from .train_state import (
     BrokenCheckpoint,
     Saver,
@@ -52,9 +52,9 @@ from .train_state import (
 if TYPE_CHECKING:
     from .tasks import Task
 
-# Where these names lived before they had modules of their own; train.py imports them from here.
+# With the names train.py and the tests import from here that now live in modules of their own.
 __all__ = ["EPOCH", "STATE_FILE", "BrokenCheckpoint", "Callback", "Interrupted", "TrainConfig", "Trainer",
-           "TrainingError", "file_signature", "list_checkpoints", "parse_betas", "parse_every"]
+           "TrainingError", "file_signature", "list_checkpoints"]
 
 
 class Trainer:
