@@ -12,10 +12,9 @@ import torch.nn.functional as F
 from conftest import TINY_SHAPE
 from torch import nn
 
-import minibert.model as model_module
-from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel
+from minibert import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, kernels
 from minibert.checkpoint import state_to_hf
-from minibert.model import flops_per_token, masked_lm_loss, num_parameters
+from minibert.model import masked_lm_loss, num_parameters
 
 transformers = pytest.importorskip("transformers")
 
@@ -256,48 +255,6 @@ def test_tied_decoder_and_init():
     assert torch.all(model.bert.embeddings.word.weight[cfg.pad_token_id] == 0)
 
 
-def test_flops_per_token_counts_the_models_matmuls():
-    """2 FLOPs per weight of every matmul (the tied decoder included) plus attention's QK^T and AV,
-    times 3 for forward + backward; the MLM head's share, and the last layer's apart from its K and V
-    projections, scale with the positions they run on."""
-    cfg, T = BertConfig(**TINY), 16
-    model = BertForMaskedLM(cfg)
-    encoder = sum(m.weight.numel() for m in model.bert.modules() if isinstance(m, torch.nn.Linear))
-    last = model.bert.layers[-1]
-    at_positions = sum(m.weight.numel() for m in (last.attn.proj, last.ffn.up, last.ffn.down))
-    at_positions += cfg.hidden_size * cfg.hidden_size  # the Q third of the fused QKV weight
-    head = model.head.dense.weight.numel() + cfg.vocab_size * cfg.hidden_size
-    attention = cfg.num_hidden_layers * 2 * 2 * T * cfg.hidden_size
-    assert flops_per_token(cfg, T) == 3 * (2 * encoder + attention + 2 * head)
-    assert flops_per_token(cfg, T, mlm_fraction=0.15) == pytest.approx(
-        3 * (2 * (encoder - 0.85 * at_positions) + attention * (1 - 0.85 / cfg.num_hidden_layers)
-             + 2 * head * 0.15))
-
-
-def test_flops_per_token_equals_the_matmuls_a_training_step_runs(monkeypatch):
-    """What torch.utils.flop_counter counts for one forward and backward (dropout on, so the
-    written-out attention's bmm run; every row with the same number of masked positions, so the last
-    layer's queries carry no padding) is flops_per_token at that masked fraction, exactly."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from minibert import model as modeling
-
-    monkeypatch.setattr(modeling, "ONEDNN_FP32", False)  # the same products through F.linear
-    cfg, B, T, n = BertConfig(**TINY), 4, 16, 3
-    torch.manual_seed(0)
-    model = BertForMaskedLM(cfg).train()
-    ids = torch.randint(5, cfg.vocab_size, (B, T))
-    labels = torch.full((B, T), -100)
-    for b in range(B):
-        cols = torch.randperm(T)[:n]
-        labels[b, cols] = ids[b, cols]
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(input_ids=ids, attention_mask=torch.ones(B, T, dtype=torch.long), labels=labels).loss.backward()
-    assert counter.get_total_flops() == pytest.approx(B * T * flops_per_token(cfg, T, mlm_fraction=n / T),
-                                                      rel=1e-12)
-
-
 def test_half_precision_padding_has_no_nan():
     torch.manual_seed(0)
     model = BertForMaskedLM(BertConfig(**TINY)).eval()
@@ -358,7 +315,7 @@ def test_keep_mask_keeps_with_probability_1_minus_p_at_every_position_of_a_word(
     the whole int16 range (a draw without the sign bit would keep every fourth element when
     p < 0.5). Over 2^18 elements at each of the four positions, the kept fraction is 1 - p within 5
     standard errors; an element count that is not a multiple of 4 and the shape come out right."""
-    from minibert.model import keep_mask
+    from minibert.kernels import keep_mask
 
     torch.manual_seed(0)
     m = keep_mask(torch.Size([1024, 1025]), p, torch.device("cpu"))
@@ -398,7 +355,8 @@ def test_written_out_attention_equals_sdpa(queries):
     mask, a key-padding mask and a packed block-diagonal mask, with every token a query and with
     fewer queries than keys (the last layer's selected positions); fp32, 1e-5. Wide inputs make the
     attention far from uniform, so a wrong scale, mask or softmax gradient shows."""
-    from minibert.model import attention, attention_mask_for_sdpa, packed_mask_for_sdpa
+    from minibert.kernels import attention
+    from minibert.model import attention_mask_for_sdpa, packed_mask_for_sdpa
 
     torch.manual_seed(0)
     B, T, nh, C = 2, 9, 4, 32
@@ -424,7 +382,7 @@ def test_written_out_attention_dropout_is_the_reference_with_the_same_mask():
     """With attention dropout, the output and gradients are those of softmax weights times the keep
     mask scaled by 1 / (1 - p), the mask being keep_mask's draw for (nh, B, Tq, T) from the same
     seed (fp32, 1e-5); about 1 - p of the weights are kept."""
-    from minibert.model import attention, keep_mask
+    from minibert.kernels import attention, keep_mask
 
     B, T, nh, C, p = 2, 16, 4, 32, 0.3
     qkv, gy = torch.randn(B, T, 3 * C) * 2, torch.randn(B, T, C)
@@ -467,13 +425,13 @@ def test_bf16_training_on_cpu_writes_attention_out_and_matches_sdpa(monkeypatch)
     the same pass through SDPA to bf16 precision (loss rtol 1e-2, gradients 5% of their largest
     entry), with a wide init so that a wrong scale or mask would show."""
     calls = []
-    written = model_module.attention
+    written = kernels.attention
 
     def spy(*args):
         calls.append(args[0].dtype)
         return written(*args)
 
-    monkeypatch.setattr(model_module, "attention", spy)
+    monkeypatch.setattr(kernels, "attention", spy)
     cfg = BertConfig(**TINY_SHAPE, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, initializer_range=0.3)
     torch.manual_seed(0)
     model = BertForMaskedLM(cfg).train()
@@ -496,7 +454,7 @@ def test_bf16_training_on_cpu_writes_attention_out_and_matches_sdpa(monkeypatch)
     assert calls == []
     model.zero_grad(set_to_none=True)
 
-    monkeypatch.setattr(model_module, "attention", sdpa_joined)
+    monkeypatch.setattr(kernels, "attention", sdpa_joined)
     ref = loss_and_grads()
     assert out[0].item() == pytest.approx(ref[0].item(), rel=1e-2)
     for (name, _), got, g in zip(model.named_parameters(), out[1], ref[1]):
@@ -506,17 +464,17 @@ def test_bf16_training_on_cpu_writes_attention_out_and_matches_sdpa(monkeypatch)
 def onednn_calls(monkeypatch) -> list[torch.dtype]:
     """Spy on the oneDNN kernel `linear` calls: the input dtype of every call."""
     calls = []
-    kernel = model_module._onednn_linear
+    kernel = kernels._onednn_linear
 
     def spy(x, w, b, *rest):
         calls.append(x.dtype)
         return kernel(x, w, b, *rest)
 
-    monkeypatch.setattr(model_module, "_onednn_linear", spy)
+    monkeypatch.setattr(kernels, "_onednn_linear", spy)
     return calls
 
 
-@pytest.mark.skipif(model_module._onednn_linear is None, reason="this torch build has no oneDNN linear")
+@pytest.mark.skipif(kernels._onednn_linear is None, reason="this torch build has no oneDNN linear")
 @pytest.mark.parametrize("case", ["3d", "2d-no-bias", "transposed-input", "weight-slice", "one-output"])
 def test_onednn_linear_equals_f_linear_values_and_gradients(case):
     g = torch.Generator().manual_seed(0)
@@ -527,7 +485,7 @@ def test_onednn_linear_equals_f_linear_values_and_gradients(case):
         x = torch.randn(16, 7, generator=g).t()  # not contiguous
     leaves = [t.requires_grad_() for t in (x, w, b) if t is not None]
     wv, bv = (w[8:32], b[8:32]) if case == "weight-slice" else (w, b)
-    out = model_module.linear(x, wv, bv)
+    out = kernels.linear(x, wv, bv)
     grad = torch.randn(out.shape, generator=g)
     got = torch.autograd.grad(out, leaves, grad)
     ref_out = F.linear(x, wv, bv)
@@ -537,10 +495,10 @@ def test_onednn_linear_equals_f_linear_values_and_gradients(case):
         torch.testing.assert_close(a, r, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.skipif(model_module._onednn_linear is None, reason="this torch build has no oneDNN linear")
+@pytest.mark.skipif(kernels._onednn_linear is None, reason="this torch build has no oneDNN linear")
 def test_fp32_cpu_training_runs_every_linear_on_onednn_and_bf16_autocast_none(monkeypatch):
     calls = onednn_calls(monkeypatch)
-    monkeypatch.setattr(model_module, "ONEDNN_FP32", True)  # whatever MINIBERT_FP32_MATMUL says
+    monkeypatch.setattr(kernels, "ONEDNN_FP32", True)  # whatever MINIBERT_FP32_MATMUL says
     cfg = BertConfig(**TINY_SHAPE, vocab_size=64)
     model = BertForMaskedLM(cfg).train()
     ids = torch.randint(5, 64, (2, 9))
@@ -556,13 +514,13 @@ def test_fp32_cpu_training_runs_every_linear_on_onednn_and_bf16_autocast_none(mo
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(ids, labels=labels).loss.backward()
     assert calls == []
-    monkeypatch.setattr(model_module, "ONEDNN_FP32", False)
+    monkeypatch.setattr(kernels, "ONEDNN_FP32", False)
     model(ids, labels=labels).loss.backward()
     assert calls == []
 
 
 def test_fp32_matmul_environment_switch():
-    code = "import minibert.model as m; print(m.ONEDNN_FP32)"
+    code = "import minibert.kernels as m; print(m.ONEDNN_FP32)"
     env = {**os.environ, "MINIBERT_FP32_MATMUL": "blas"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
