@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from .checkpoint import from_pretrained, load_config
-from .data.collators import pad_batch
 from .data.features import TRUNCATION_KEY, encode_examples
+from .data.padding import pad_batch
 from .files import find_model
 from .model import BertForMaskedLM, BertForSequenceClassification
 from .runtime import resolve_device, reuse_freed_memory

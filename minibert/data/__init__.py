@@ -2,6 +2,7 @@
 
     readers.py    files -> texts or labelled examples, and label maps (no torch)
     features.py   texts -> token ids: tokenize, group into blocks, pack several per row (no torch)
+    padding.py    token ids -> padded (B, T) tensors; a leaf the tokenizer and collators both use
     collators.py  features -> padded, masked batches of tensors
     sampler.py    which features go into each batch (length-grouped)
 
@@ -26,7 +27,7 @@ _LAZY = {
     "group_texts": "features",
     "pack_features": "features",
     "load_mlm_features": "features",
-    "pad_batch": "collators",
+    "pad_batch": "padding",
     "MaskingCollator": "collators",
     "PackingCollator": "collators",
     "ClassificationCollator": "collators",

@@ -1,9 +1,10 @@
 """Collators: a list of features -> a batch of int64 tensors (B, T) for the model.
 
-    pad_batch               the one padding function (Tokenizer.pad uses it too)
     MaskingCollator         masked LM: 80/10/10 replacement of the chosen tokens, whole words if asked
     PackingCollator         masked LM over packed rows (pack_features), adding sequence_ids
     ClassificationCollator  padded texts and their labels
+
+All of them pad with padding.pad_batch, which Tokenizer.pad uses too.
 
 Determinism
     MaskingCollator owns a torch.Generator seeded from (seed, epoch, rank, DataLoader worker), created
@@ -23,38 +24,10 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from .padding import pad_batch
+
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
-
-
-def pad_batch(features: Sequence[dict], pad_token_id: int, pad_to_multiple_of: int | None = None,
-              keys: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """Features (dicts with "input_ids", optionally "token_type_ids") -> int64 tensors (B, T):
-    input_ids, attention_mask, token_type_ids, and each of `keys` padded with -1.
-
-    T is the batch's longest sequence, rounded up to pad_to_multiple_of (tensor cores like 8).
-    """
-    if not features:
-        raise ValueError("cannot pad an empty batch")
-    T = max(len(f["input_ids"]) for f in features)
-    if pad_to_multiple_of:
-        T = -(-T // pad_to_multiple_of) * pad_to_multiple_of
-    B = len(features)
-    batch = {
-        "input_ids": torch.full((B, T), pad_token_id, dtype=torch.long),
-        "attention_mask": torch.zeros(B, T, dtype=torch.long),
-        "token_type_ids": torch.zeros(B, T, dtype=torch.long),
-    }
-    batch.update({k: torch.full((B, T), -1, dtype=torch.long) for k in keys})
-    for i, f in enumerate(features):
-        n = len(f["input_ids"])
-        batch["input_ids"][i, :n] = torch.as_tensor(f["input_ids"])
-        batch["attention_mask"][i, :n] = 1
-        if "token_type_ids" in f:
-            batch["token_type_ids"][i, :n] = torch.as_tensor(f["token_type_ids"])
-        for k in keys:
-            batch[k][i, :n] = torch.as_tensor(f[k])
-    return batch
 
 
 def mix_seed(*numbers: int) -> int:
