@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "minibert"
 TORCH_FREE = ["minibert", "minibert.config", "minibert.files", "minibert.lock", "minibert.plots", "minibert.data",
-              "minibert.data.readers", "minibert.data.features"]
+              "minibert.data.readers", "minibert.data.features", "minibert.data.tagging"]
 
 
 def module_name(path: Path) -> str:
