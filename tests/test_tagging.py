@@ -30,6 +30,7 @@ from minibert.data.tagging import (
     tag_error,
     tags_from_spans,
     tokenize_tagged,
+    word_pieces,
     word_predictions,
 )
 from minibert.tokenizer import Tokenizer
@@ -287,6 +288,19 @@ def test_windows_partition_the_pieces():
                 assert e in starts or e == s + size
     with pytest.raises(ValueError, match="stride=4 with windows of 4 pieces"):
         plan_windows([0] * 9, 4, 4)
+
+
+def test_word_pieces_equal_encoding_whole_sentences(minilm_tokenizer):
+    """Encoding each distinct word once gives the pieces and word ids of encoding every sentence with
+    is_pretokenized: English words that split into several pieces, punctuation inside a word, accents,
+    a zero-width space and an empty word (no pieces), CJK characters, and a sentence without words."""
+    zh = Tokenizer.from_pretrained(ROOT / "models" / "zh-small")
+    sentences = [["Don't", "Café", "naïve", "\u200b", "", "résumé,", "Schwarzwaldhausen", "诸葛亮", "1998年"],
+                 [], list("国务院总理朱镕基在北京会见了美国客人𠀀ａ"), ["e\u0301", "x y"]]
+    for tokenizer in (minilm_tokenizer, zh):
+        expected = tokenizer.encode_batch(sentences, is_pretokenized=True)
+        for (ids, words), enc in zip(word_pieces(tokenizer, sentences), expected, strict=True):
+            assert ids.tolist() == enc.ids[1:-1] and words.tolist() == enc.word_ids[1:-1]
 
 
 SENTENCE = ["Angela", "Merkel", "visited", "Schwarzwaldhausen", "(", "Germany", ")", "in", "2019", "."]
