@@ -210,8 +210,8 @@ def _is_cjk(cp: int) -> bool:
 def _is_punctuation(ch: str) -> bool:
     """BERT's rule: ASCII symbols count as punctuation too ($, +, ^), and any Unicode P* category."""
     cp = ord(ch)
-    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or \
-        unicodedata.category(ch).startswith("P")
+    return (33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126
+            or unicodedata.category(ch).startswith("P"))
 
 
 def split_text(text: str, per_character: bool = True, cuts: Iterable[int] = ()) -> list[tuple[int, int]]:
@@ -348,18 +348,18 @@ def _span_record(record: dict, scheme: str, per_character: bool, path: Path, n: 
         elif isinstance(e, list) and len(e) == 3:
             start, end, label = e
         else:
-            raise DataError(f"{path}:{n}: entity {json_repr(e)} is not [start, end, label] or an object with "
+            raise DataError(f"{path}:{n}: entity {_short_repr(e)} is not [start, end, label] or an object with "
                             "'start', 'end' and 'label'; write it as one of those")
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, end)):
-            raise DataError(f"{path}:{n}: entity {json_repr(e)}: start and end must be integer character offsets")
+            raise DataError(f"{path}:{n}: entity {_short_repr(e)}: start and end must be integer character offsets")
         if not isinstance(label, str) or not label.strip():
-            raise DataError(f"{path}:{n}: entity {json_repr(e)}: the label must be an entity type such as "
+            raise DataError(f"{path}:{n}: entity {_short_repr(e)}: the label must be an entity type such as "
                             "'PER' (the scheme's prefixes are added when tagging)")
         if not 0 <= start < end <= len(text):
-            raise DataError(f"{path}:{n}: entity {json_repr(e)} is outside the text of {len(text)} characters; "
+            raise DataError(f"{path}:{n}: entity {_short_repr(e)} is outside the text of {len(text)} characters; "
                             "offsets count characters from 0 and end is exclusive (start < end <= length)")
         if not text[start:end].strip():
-            raise DataError(f"{path}:{n}: entity {json_repr(e)} covers only whitespace; fix its offsets")
+            raise DataError(f"{path}:{n}: entity {_short_repr(e)} covers only whitespace; fix its offsets")
         found.append((start, end, label.strip()))
     found.sort()
     for (s1, e1, l1), (s2, e2, l2) in zip(found, found[1:]):
@@ -380,7 +380,7 @@ def _span_record(record: dict, scheme: str, per_character: bool, path: Path, n: 
     return TaggedSentence([text[s:e] for s, e in offsets], tags, n)
 
 
-def json_repr(value: object) -> str:
+def _short_repr(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
