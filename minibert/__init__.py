@@ -15,6 +15,7 @@ _LAZY = {
     "LengthGroupedSampler": "data.sampler",
     "BertForMaskedLM": "model",
     "BertForSequenceClassification": "model",
+    "BertForTokenClassification": "model",
     "BertModel": "model",
     "Output": "model",
     "AdamW": "optim",

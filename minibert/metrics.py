@@ -18,13 +18,15 @@ perplexity go down, accuracy and F1 go up. `--metric` and `--patience` rely on i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data.tagging import check_scheme, check_tags, ill_formed, spans
 from .runtime import autocast
 
 if TYPE_CHECKING:
@@ -223,3 +225,89 @@ def evaluate(model: nn.Module, features: list[dict], collate: Callable, batch_si
             out = model(**batch)
         metrics.update(out, batch)
     return metrics.result()
+
+
+def _prf(correct: int, predicted: int, gold: int) -> dict:
+    """Precision, recall and F1 of `correct` hits among `predicted` against `gold`; 0 where nothing divides."""
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / gold if gold else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
+
+
+def entity_metrics(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str]], scheme: str = "IOB2") -> dict:
+    """Entity scores of predicted tag sequences against gold ones, one list of tags per sentence.
+
+    An entity counts when its span and type are both exact; entities are decoded strictly (data.tagging's
+    `spans`: an I-X after O starts nothing), as seqeval's mode="strict". precision, recall and f1 are micro
+    averages over the types; per_type holds each type's, with its support (gold entities), for every type in
+    gold or predictions. accuracy is over tokens. ill_formed_gold / ill_formed_pred count the tags strict
+    decoding dropped (data.tagging's `ill_formed`): a model that emits many is losing entities to them."""
+    check_scheme(scheme)
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sentences but {len(pred)} predicted; give one prediction per sentence")
+    hits, n_gold, n_pred = Counter(), Counter(), Counter()
+    tokens = right = ill_gold = ill_pred = 0
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        if len(g) != len(p):
+            raise ValueError(f"sentence {i}: {len(g)} gold tags but {len(p)} predicted; give one tag per token")
+        check_tags(g, scheme)
+        check_tags(p, scheme)
+        gold_spans, pred_spans = set(spans(g, scheme)), set(spans(p, scheme))
+        n_gold.update(kind for kind, _, _ in gold_spans)
+        n_pred.update(kind for kind, _, _ in pred_spans)
+        hits.update(kind for kind, _, _ in gold_spans & pred_spans)
+        tokens += len(g)
+        right += sum(a == b for a, b in zip(g, p))
+        ill_gold += ill_formed(g, scheme)
+        ill_pred += ill_formed(p, scheme)
+    per_type = {kind: {**_prf(hits[kind], n_pred[kind], n_gold[kind]), "support": n_gold[kind]}
+                for kind in sorted(n_gold.keys() | n_pred.keys())}
+    correct, total_gold, total_pred = sum(hits.values()), sum(n_gold.values()), sum(n_pred.values())
+    return {**_prf(correct, total_pred, total_gold), "accuracy": right / tokens if tokens else 0.0,
+            "gold_entities": total_gold, "pred_entities": total_pred, "correct_entities": correct,
+            "ill_formed_gold": ill_gold, "ill_formed_pred": ill_pred, "per_type": per_type}
+
+
+def _word_spans(words: Sequence[str], sentence: int) -> list[tuple[int, int]]:
+    out, start = [], 0
+    for j, word in enumerate(words):
+        if not word:
+            raise ValueError(f"sentence {sentence}: word {j} is empty; a word has at least one character")
+        out.append((start, start + len(word)))
+        start += len(word)
+    return out
+
+
+def segmentation_metrics(gold_words: Sequence[Sequence[str]], pred_words: Sequence[Sequence[str]],
+                         train_words: Collection[str] | None = None) -> dict:
+    """Word segmentation scores as the SIGHAN bakeoff's score script computes them: a predicted word is
+    right when its characters span exactly a gold word's (so the same word in the wrong place is wrong).
+    precision, recall and f1 over the words of all sentences; with train_words (the training data's
+    vocabulary), oov_rate (the share of gold words not in it), oov_recall and iv_recall (recall over the
+    gold words outside and inside it). Each sentence's words must spell the same text in both."""
+    if len(gold_words) != len(pred_words):
+        raise ValueError(f"{len(gold_words)} gold sentences but {len(pred_words)} predicted; give one per sentence")
+    known = None if train_words is None else set(train_words)
+    correct = n_gold = n_pred = oov = oov_right = iv_right = 0
+    for i, (g, p) in enumerate(zip(gold_words, pred_words)):
+        if "".join(g) != "".join(p):
+            raise ValueError(f"sentence {i}: the predicted words spell {''.join(p)[:30]!r}, the gold words "
+                             f"{''.join(g)[:30]!r}; segment the same text")
+        gold_spans, pred_spans = _word_spans(g, i), set(_word_spans(p, i))
+        hits = [span in pred_spans for span in gold_spans]
+        correct += sum(hits)
+        n_gold += len(gold_spans)
+        n_pred += len(pred_spans)
+        if known is not None:
+            for word, hit in zip(g, hits):
+                if word in known:
+                    iv_right += hit
+                else:
+                    oov += 1
+                    oov_right += hit
+    metrics = {**_prf(correct, n_pred, n_gold), "gold_words": n_gold, "pred_words": n_pred, "correct_words": correct}
+    if known is not None:
+        metrics.update(oov_rate=oov / n_gold if n_gold else 0.0, oov_recall=oov_right / oov if oov else 0.0,
+                       iv_recall=iv_right / (n_gold - oov) if n_gold - oov else 0.0)
+    return metrics

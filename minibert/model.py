@@ -449,6 +449,36 @@ class BertForSequenceClassification(Pretrained, nn.Module):
         return Output(logits, loss, n)
 
 
+class BertForTokenClassification(Pretrained, nn.Module):
+    """Every token's last hidden state -> classifier: one tag per token (entities, word boundaries).
+    No pooler, as in transformers, so the two load each other's folders key for key."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.config = cfg
+        self.bert = BertModel(cfg, add_pooler=False)
+        p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
+        self.drop = Dropout(p)
+        self.classifier = Linear(cfg.hidden_size, cfg.num_labels)
+        init_weights(self.classifier, cfg.initializer_range)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> Output:
+        """-> logits (B, T, num_labels); with labels (B, T), -100 where no tag counts ([CLS], [SEP],
+        padding, a word's later pieces, the other window's copy of an overlap), the mean cross-entropy
+        over the tagged tokens and n_targets, their count."""
+        h = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        logits = self.classifier(self.drop(h))  # (B, T, num_labels)
+        if labels is None:
+            return Output(logits)
+        return Output(logits, *masked_lm_loss(logits, labels))
+
+
 def set_dropout(model: nn.Module, p: float) -> None:
     """Use dropout probability p everywhere (embeddings, attention, residuals, classifier) for the
     rest of this model's life, leaving `model.config` as it was: a pre-training run without dropout

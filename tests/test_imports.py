@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "minibert"
 TORCH_FREE = ["minibert", "minibert.config", "minibert.files", "minibert.lock", "minibert.plots", "minibert.data",
-              "minibert.data.readers", "minibert.data.features"]
+              "minibert.data.readers", "minibert.data.features", "minibert.data.tagging"]
 
 # file -> reader -> tokenizer -> features -> collator -> model -> loss -> optim, one entry per stage. A
 # module may import its own stage and earlier ones. The loss is the model's (forward returns it);
