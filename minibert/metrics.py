@@ -1,7 +1,7 @@
 """Evaluation: the loop over a dataset, and the metrics of each task.
 
 A metrics object is fed every evaluation batch with the model's output (`update`) and then says
-what it measured (`result`). The task picks which one (tasks.py); the trainer, predict.py and the
+what it measured (`result`). The task picks which one (tasks/); the trainer, predict.py and the
 benchmarks all evaluate through `evaluate`. Classification: ClassificationMetrics (single label, and
 the loss of a regression), MultiLabelMetrics (label sets, a threshold on the sigmoid).
 
@@ -11,8 +11,7 @@ scikit-learn with zero_division=0: a class never predicted has precision 0, a cl
 gold labels has recall 0, and F1 is 0 when precision and recall both are. confusion[i][j] counts
 the examples of true class i predicted as class j (rows: truth, columns: prediction).
 
-Whether a larger number is better follows from the metric's name (`higher_is_better`): losses and
-perplexity go down, accuracy and F1 go up. `--metric` and `--patience` rely on it.
+Which way each number is better, the task that reports it declares (tasks/base.py, `Metric`).
 """
 
 from __future__ import annotations
@@ -56,14 +55,6 @@ class MaskedLMMetrics:
         loss = self.loss_sum / max(1, self.n)
         return {"eval_loss": loss, "perplexity": math.exp(min(loss, 50)), "accuracy": self.correct / max(1, self.n),
                 "masked_tokens": self.n}
-
-
-LOWER_IS_BETTER = ("loss", "perplexity")  # metric names ending so; every other one is a score
-
-
-def higher_is_better(name: str) -> bool:
-    """eval_loss and perplexity: lower is better; accuracy, macro_f1 and other scores: higher."""
-    return not name.endswith(LOWER_IS_BETTER)
 
 
 class ClassificationMetrics:

@@ -29,7 +29,6 @@ from .data.padding import pad_batch
 from .files import find_model
 from .model import BertForMaskedLM, BertForSequenceClassification
 from .runtime import resolve_device, reuse_freed_memory
-from .tasks import SequenceClassification, saved_task
 from .tokenizer import Tokenizer
 
 
@@ -291,7 +290,7 @@ class TextClassifier:
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "auto") -> TextClassifier:
         folder = find_model(folder)
         cfg = load_config(folder)
-        if cfg.architectures and saved_task(cfg) is not SequenceClassification:
+        if cfg.architectures and BertForSequenceClassification.__name__ not in cfg.architectures:
             raise ValueError(f"{folder}: config.json says {cfg.architectures[0]}, not a classifier; "
                              f"fine-tune it with --task classify first")
         return cls(from_pretrained(BertForSequenceClassification, folder), Tokenizer.from_pretrained(folder), device)
