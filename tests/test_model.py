@@ -585,6 +585,7 @@ def test_fp32_cpu_training_runs_every_linear_on_onednn_and_bf16_autocast_none(mo
     assert calls == []
 
 
+@pytest.mark.slow  # starts two interpreters
 def test_fp32_matmul_environment_switch():
     code = "import minibert.model as m; print(m.ONEDNN_FP32)"
     env = {**os.environ, "MINIBERT_FP32_MATMUL": "blas"}
