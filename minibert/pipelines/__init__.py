@@ -23,14 +23,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import from_pretrained, load_config
-from .data.features import TRUNCATION_KEY, encode_examples
-from .data.padding import pad_batch
-from .files import find_model
-from .model import BertForMaskedLM, BertForSequenceClassification
-from .runtime import resolve_device, reuse_freed_memory
-from .tasks import SequenceClassification, saved_task
-from .tokenizer import Tokenizer
+from ..checkpoint import from_pretrained, load_config
+from ..data.features import TRUNCATION_KEY, encode_examples
+from ..data.padding import pad_batch
+from ..files import find_model
+from ..model import BertForMaskedLM, BertForSequenceClassification
+from ..runtime import resolve_device, reuse_freed_memory
+from ..tasks import SequenceClassification, saved_task
+from ..tokenizer import Tokenizer
 
 
 @dataclass
@@ -323,3 +323,6 @@ class TextClassifier:
                 results.append(Classification(text, self.labels[best], float(p[best]),
                                               {lab: float(v) for lab, v in zip(self.labels, p.tolist())}))
         return results
+
+
+from .tag import Entity, Tagged, TokenClassifier  # noqa: E402  (token classification lives in its own module)
