@@ -21,6 +21,7 @@ _LAZY = {
     "AdamW": "optim",
     "FillMask": "pipelines",
     "TextClassifier": "pipelines",
+    "TokenClassifier": "pipelines",
     "MaskedLM": "tasks",
     "SequenceClassification": "tasks",
     "Tokenizer": "tokenizer",

@@ -25,7 +25,17 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data.tagging import check_scheme, check_tags, ill_formed, spans
+from .data.collators import META_PREFIX
+from .data.tagging import (
+    allowed_transitions,
+    bmes_to_words,
+    check_scheme,
+    check_tags,
+    ill_formed,
+    scheme_of,
+    spans,
+    viterbi,
+)
 from .runtime import autocast
 
 if TYPE_CHECKING:
@@ -213,7 +223,7 @@ def evaluate(model: nn.Module, features: list[dict], collate: Callable, batch_si
         batch = collate([features[i] for i in order[s:s + batch_size]])
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(device, precision):
-            out = model(**batch)
+            out = model(**{k: v for k, v in batch.items() if not k.startswith(META_PREFIX)})
         metrics.update(out, batch)
     return metrics.result()
 
@@ -302,3 +312,51 @@ def segmentation_metrics(gold_words: Sequence[Sequence[str]], pred_words: Sequen
         metrics.update(oov_rate=oov / n_gold if n_gold else 0.0, oov_recall=oov_right / oov if oov else 0.0,
                        iv_recall=iv_right / (n_gold - oov) if n_gold - oov else 0.0)
     return metrics
+
+
+class TaggingMetrics:
+    """Loss, and entity precision / recall / F1 with the per-type report (IOB2, BIOES) or word precision /
+    recall / F1 (BMES segmentation), over whole sentences: the windows of a long sentence (meta_ keys of
+    the tagging collator's batches) are put back together, each word read where its window owns it, and
+    every sentence is decoded as a whole into the best well-formed tags (data.tagging's viterbi), as the
+    TokenClassifier pipeline decodes them, so training's numbers are predict.py --eval's."""
+
+    def __init__(self, labels: list[str]) -> None:
+        self.labels = labels
+        self.scheme = scheme_of(labels)
+        self.constraints = allowed_transitions(labels, self.scheme)
+        self.loss_sum = self.count = 0.0
+        self.words: dict[int, dict[int, tuple[int, torch.Tensor]]] = {}  # sentence -> word -> (gold, log-probs)
+
+    def update(self, out: Output, batch: dict[str, torch.Tensor]) -> None:
+        k = float(out.n_targets)
+        self.loss_sum += float(out.loss) * k
+        self.count += k
+        log_probs = out.logits.float().log_softmax(-1).cpu()  # (B, T, L)
+        first = batch["meta_prediction_mask"].cpu().bool()
+        rows, cols = first.nonzero(as_tuple=True)
+        sentences = batch["meta_sentence"].cpu()[rows].tolist()
+        word_ids = batch["meta_word_ids"].cpu()[rows, cols].tolist()
+        gold = batch["labels"].cpu()[rows, cols].tolist()
+        for s, w, g, lp in zip(sentences, word_ids, gold, log_probs[rows, cols]):
+            self.words.setdefault(s, {})[w] = (g, lp)
+
+    def result(self) -> dict:
+        gold, pred = [], []
+        for s in sorted(self.words):
+            words = self.words[s]
+            order = sorted(words)
+            gold.append([self.labels[words[w][0]] for w in order])
+            lp = torch.stack([words[w][1] for w in order]).numpy()
+            pred.append([self.labels[i] for i in viterbi(lp, *self.constraints)])
+        loss = {"eval_loss": self.loss_sum / self.count if self.count else float("nan")}
+        if self.scheme == "BMES":
+            as_words = lambda tags: bmes_to_words(["x"] * len(tags), tags)  # noqa: E731 (lengths are what count)
+            seg = segmentation_metrics([as_words(g) for g in gold], [as_words(p) for p in pred])
+            right = sum(a == b for g, p in zip(gold, pred) for a, b in zip(g, p))
+            total = sum(len(g) for g in gold)
+            return {**loss, "f1": seg["f1"], "precision": seg["precision"], "recall": seg["recall"],
+                    "accuracy": right / total if total else 0.0, "words": seg["gold_words"]}
+        scores = entity_metrics(gold, pred, self.scheme)
+        return {**loss, **{k: scores[k] for k in ("f1", "precision", "recall", "accuracy")},
+                "entities": scores["gold_entities"], "per_type": scores["per_type"]}

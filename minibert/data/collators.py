@@ -26,6 +26,8 @@ from torch.utils.data import get_worker_info
 
 from .padding import pad_batch
 
+META_PREFIX = "meta_"  # batch keys for the metrics that the model is not called with
+
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
@@ -212,4 +214,28 @@ class ClassificationCollator:
                 return batch
             regression = any(isinstance(x, (float, np.floating)) for x in labels)
             batch["labels"] = torch.tensor(labels, dtype=torch.float32 if regression else torch.long)
+        return batch
+
+
+class TaggingCollator:
+    """Pad token-classification windows (data.tag_features): labels (B, T) padded with -100, which the loss
+    ignores. With `words`, for evaluation, also each token's word in its sentence, the sentence of each row
+    and where each word is read (meta_word_ids, meta_sentence, meta_prediction_mask: -1 / 0 on padding),
+    from which the metrics put windows back together into sentences; the model never sees meta_ keys."""
+
+    def __init__(self, pad_token_id: int, words: bool = False, pad_to_multiple_of: int | None = None) -> None:
+        self.pad_token_id = pad_token_id
+        self.words = words
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        keys = ("labels", "word_ids", "prediction_mask") if "labels" in features[0] else ("word_ids", "prediction_mask")
+        batch = pad_batch(features, self.pad_token_id, self.pad_to_multiple_of, keys=keys)
+        if "labels" in batch:
+            batch["labels"] = batch["labels"].masked_fill(batch["attention_mask"] == 0, -100)
+        word_ids, first = batch.pop("word_ids"), batch.pop("prediction_mask")
+        if self.words:
+            batch[META_PREFIX + "word_ids"] = word_ids
+            batch[META_PREFIX + "prediction_mask"] = first.clamp(min=0)
+            batch[META_PREFIX + "sentence"] = torch.tensor([int(f["sentence"]) for f in features])
         return batch

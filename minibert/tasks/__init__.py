@@ -8,8 +8,9 @@ from ..config import BertConfig
 from .base import FEW_TEXTS, Metric, PredictOptions, Predictor, Task, TaskData, TaskWords, split
 from .classify import SequenceClassification
 from .mlm import MaskedLM
+from .tag import TokenClassification
 
-TASKS: dict[str, type[Task]] = {task.name: task for task in (MaskedLM, SequenceClassification)}
+TASKS: dict[str, type[Task]] = {task.name: task for task in (MaskedLM, SequenceClassification, TokenClassification)}
 DEFAULT_TASK = MaskedLM.name  # train.py's default job fine-tunes the shipped fill-mask model
 
 
@@ -23,4 +24,4 @@ def saved_task(config: BertConfig) -> type[Task]:
 
 
 __all__ = ["DEFAULT_TASK", "FEW_TEXTS", "TASKS", "MaskedLM", "Metric", "PredictOptions", "Predictor",
-           "SequenceClassification", "Task", "TaskData", "TaskWords", "saved_task", "split"]
+           "SequenceClassification", "Task", "TaskData", "TaskWords", "TokenClassification", "saved_task", "split"]
