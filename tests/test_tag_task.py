@@ -195,6 +195,7 @@ def write_conll(path, sentences):
                     + "\n", encoding="utf-8")
 
 
+VOCAB = str(ROOT / "vocab" / "zh.txt")
 NER = [(list("朱镕基在北京会见客人"), ["B-PER", "I-PER", "I-PER", "O", "B-LOC", "I-LOC", "O", "O", "O", "O"]),
        (list("江泽民到上海"), ["B-PER", "I-PER", "I-PER", "O", "B-LOC", "I-LOC"]),
        (list("李鹏在天津"), ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"])] * 4
@@ -203,7 +204,7 @@ NER = [(list("朱镕基在北京会见客人"), ["B-PER", "I-PER", "I-PER", "O",
 def test_train_and_predict_a_tagger_through_the_command_lines(tmp_path):
     train, out = tmp_path / "train.conll", tmp_path / "ner"
     write_conll(train, NER)
-    r = call(TRAIN, "--task", "tag", "--config", "tiny", "--vocab", str(ROOT / "vocab" / "zh.txt"), "--train", str(train),
+    r = call(TRAIN, "--task", "tag", "--config", "tiny", "--vocab", VOCAB, "--train", str(train),
              "--eval", str(train), "--eval-every", "epoch", "--epochs", "2", "--output", str(out), "--no-progress",
              cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -229,7 +230,7 @@ def test_predict_eval_refuses_a_tag_the_model_does_not_know(tmp_path):
     train, other, out = tmp_path / "train.conll", tmp_path / "other.conll", tmp_path / "ner"
     write_conll(train, NER)
     write_conll(other, [(list("微软"), ["B-ORG", "I-ORG"])])
-    r = call(TRAIN, "--task", "tag", "--config", "tiny", "--vocab", str(ROOT / "vocab" / "zh.txt"), "--train", str(train),
+    r = call(TRAIN, "--task", "tag", "--config", "tiny", "--vocab", VOCAB, "--train", str(train),
              "--epochs", "1", "--output", str(out), "--no-progress", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     r = call(PREDICT, "--model", str(out), "--eval", str(other), cwd=tmp_path)
