@@ -36,6 +36,9 @@ original default ("mixed") model, which spacy-pkuseg reads as it is. Point --pku
     python bench/tagging_baselines.py --pkuseg-model /tmp/pkuseg/pkuseg-0.0.25/pkuseg/models/default \\
         --json bench/results/tagging_baselines.json
     python bench/tagging_baselines.py --grid   # pick c1/c2 per task on the dev splits first
+    python bench/tagging_baselines.py --skip-crf --model models/zh-small-ner --model models/zh-small-cws
+
+--model adds fine-tuned minibert taggers (their "train" time is loading; fine-tuning is timed by train.py).
 
 Without --pkuseg-model the pkuseg row is skipped with the reason printed, unless spacy-pkuseg's own
 default model is already in its cache (~/.pkuseg or $PKUSEG_HOME).
@@ -180,6 +183,25 @@ def score_words(pred_words: list[list[str]], split: Split) -> dict:
     return segmentation_metrics(gold, pred_words, train_words=split.train_words)
 
 
+# --- fine-tuned minibert taggers ------------------------------------------------------------------
+
+def minibert_run(folder: Path, ner: Split, cws: Split, batch_size: int) -> tuple[str, dict]:
+    """A fine-tuned TokenClassifier on the test split its tags fit (B/M/E/S: segmentation, else NER), each
+    word decoded as predict.py --eval decodes it. -> (task, scores)."""
+    from minibert import TokenClassifier
+
+    clock = Stopwatch()
+    pipe = TokenClassifier.from_pretrained(folder, device="cpu")
+    clock.lap("train")
+    split = cws if pipe.segmenter else ner
+    pred = []
+    for s in range(0, len(split.chars), batch_size):
+        for scores in pipe.token_scores(split.chars[s:s + batch_size], batch_size):
+            pred.append(pipe.word_tags(scores)[0])
+    clock.lap("predict")
+    return split.task, {**score_tagger(pred, split), **clock.times}
+
+
 # --- shipped segmenters ----------------------------------------------------------------------------
 
 def jieba_run(test: Split) -> dict:
@@ -302,6 +324,10 @@ def main() -> None:
     ap.add_argument("--pkuseg-model", type=Path, default=None,
                     help="a pkuseg model folder (features.pkl, weights.npz); see above for the pip-shipped one")
     ap.add_argument("--skip-crf", action="store_true", help="only the shipped segmenters (seconds, not minutes)")
+    ap.add_argument("--model", type=Path, action="append", default=[],
+                    help="a fine-tuned minibert tagger folder, scored on the NER or segmentation test split "
+                         "(by its tags); repeatable")
+    ap.add_argument("--batch-size", type=int, default=32, help="--model: windows per forward pass")
     ap.add_argument("--json", type=Path, default=None, help="also write every number here")
     args = ap.parse_args()
 
@@ -314,6 +340,11 @@ def main() -> None:
                "notes": {}}
     print(f"CPU: {results['cpu']}; train: {len(ner_train[0])} NER / {len(cws_train[0])} segmentation sentences",
           flush=True)
+
+    for folder in args.model:
+        task, scores = minibert_run(folder, ner_test, cws_test, args.batch_size)
+        results[task][f"minibert {folder}"] = scores
+        print(f"minibert {folder}: {task} F1 {scores['f1']:.4f}", flush=True)
 
     if not args.skip_crf:
         for task, train, test in (("ner", ner_train, ner_test), ("cws", cws_train, cws_test)):
