@@ -1,5 +1,5 @@
 """A training step with attention dropout on (zh-small, or --shape bert-base-chinese), three ways
-to attend: minibert's written-out attention (`minibert.model.attention`: head by head on strided
+to attend: minibert's written-out attention (`minibert.kernels.attention`: head by head on strided
 views of q, k, v, scores, softmax, keep_mask's dropout, times v, backward written out), the same
 written out with the heads batched (q, k, v copied into (B, nh, T, hs), autograd's backward), and
 F.scaled_dot_product_attention with dropout_p, which on a CPU runs SDPA's math path and draws a
@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from common import SHAPES, environment, interleaved_ms
 from train_throughput import build, make_batch, train_step
 
-from minibert import model as modeling
+from minibert import kernels
 
-written_out = modeling.attention
+written_out = kernels.attention
 
 
 def split(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -39,7 +39,7 @@ def heads_batched(q, k, v, mask, num_heads, dropout_p):
     scores = (q * q.size(-1) ** -0.5) @ k.transpose(-2, -1)  # (B, nh, T, T)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    keep = modeling.keep_mask(scores.shape, dropout_p, scores.device).to(scores.dtype) / (1 - dropout_p)
+    keep = kernels.keep_mask(scores.shape, dropout_p, scores.device).to(scores.dtype) / (1 - dropout_p)
     return join((scores.softmax(-1) * keep) @ v)
 
 
@@ -67,12 +67,12 @@ def main() -> None:
 
         def step_with(fn, precision=precision):
             def step():
-                modeling.attention = fn
+                kernels.attention = fn
                 train_step(model, optimizer, batch, device, precision)
             return step
 
         times = interleaved_ms({name: step_with(fn) for name, fn in variants.items()}, args.rounds, args.steps)
-        modeling.attention = written_out
+        kernels.attention = written_out
         med = {k: statistics.median(v) for k, v in times.items()}
         print(f"{precision}: " + ", ".join(f"{k} {v:.0f} ms ({min(times[k]):.0f}-{max(times[k]):.0f})"
                                           for k, v in med.items())

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from minibert.config import BertConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Model shapes compared in the benchmarks (HF config field names, so both libraries take them as is).
@@ -53,23 +55,40 @@ def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int, reps: int,
     return times
 
 
+def flops_per_token(cfg: BertConfig, seq_len: int, mlm_fraction: float = 1.0) -> float:
+    """Training FLOPs per token (forward + backward = 3x forward), counting matmuls only.
+
+    mlm_fraction is the share of positions the MLM head runs on (1.0 dense, ~0.15 sparse); the last
+    layer's queries, attention, output projection and feed-forward run on that share too (BertModel's
+    `positions`; the padding of each row's queries to the fullest row's count is not counted).
+    """
+    C, L, FF, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
+    key_value = 2 * 2 * C * C  # K and V projections
+    query_attention = 2 * C * C + 2 * 2 * seq_len * C  # Q projection + QK^T and AV
+    after_attention = 2 * (C * C + 2 * C * FF)  # output projection + feed-forward
+    qkv_attention = key_value + query_attention
+    last = key_value + (query_attention + after_attention) * mlm_fraction if L else 0
+    head = 2 * (C * C + C * V) * mlm_fraction
+    return 3 * (max(L - 1, 0) * (qkv_attention + after_attention) + last + head)
+
+
 def counted_gflop(step: Callable[[], object]) -> float:
     """GFLOP of the matmuls one call of `step` runs (mm, addmm, bmm, attention), counted by
     torch.utils.flop_counter as it dispatches them, forward and backward: the work an implementation
-    actually does, padding and unused logits included, where minibert.model.flops_per_token counts the
-    work the loss needs. minibert's fp32 oneDNN linears are counted through F.linear (the same
-    products) for this one call."""
+    actually does, padding and unused logits included, where flops_per_token counts the work the loss
+    needs. minibert's fp32 oneDNN linears are counted through F.linear (the same products) for this
+    one call."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from minibert import model as modeling
+    from minibert import kernels
 
-    onednn, modeling.ONEDNN_FP32 = modeling.ONEDNN_FP32, False
+    onednn, kernels.ONEDNN_FP32 = kernels.ONEDNN_FP32, False
     try:
         counter = FlopCounterMode(display=False)
         with counter:
             step()
     finally:
-        modeling.ONEDNN_FP32 = onednn
+        kernels.ONEDNN_FP32 = onednn
     return counter.get_total_flops() / 1e9
 
 

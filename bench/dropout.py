@@ -23,7 +23,7 @@ from common import environment, interleaved_ms
 from torch import nn
 from train_throughput import build, make_batch, train_step
 
-from minibert import model as modeling
+from minibert import kernels
 from minibert.model import Dropout as RandDropout  # minibert's
 
 
@@ -74,13 +74,13 @@ def main() -> None:
 
     def with_mask(fn):
         def step():
-            modeling.keep_mask = fn
+            kernels.keep_mask = fn
             train_step(model, optimizer, batch, device, args.precision)
         return step
 
-    sixteen = modeling.keep_mask
+    sixteen = kernels.keep_mask
     res = median_ms({"16-bit words": with_mask(sixteen), "32-bit words": with_mask(keep_mask_32)}, args.rounds, 2)
-    modeling.keep_mask = sixteen
+    kernels.keep_mask = sixteen
     print(f"zh-small step, keep_mask, {args.precision}: " + ", ".join(f"{k} {v:.0f} ms" for k, v in res.items())
           + f"; ratio {res['32-bit words'] / res['16-bit words']:.3f}x")
 

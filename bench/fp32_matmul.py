@@ -1,6 +1,6 @@
 """fp32 matmuls on a CPU: torch's BLAS (MKL) against oneDNN, per matmul and per training step.
 
-minibert.model.linear sends an fp32 CPU linear layer's forward and input-gradient matmuls to oneDNN
+minibert.kernels.linear sends an fp32 CPU linear layer's forward and input-gradient matmuls to oneDNN
 (bias added inside the kernel) and keeps the weight gradient on MKL. This script shows where that
 choice comes from and checks it on the CPU it runs on:
 
@@ -8,7 +8,7 @@ choice comes from and checks it on the CPU it runs on:
    dY^T x) at the token counts and widths of the zh-small and bert-base shapes, each on MKL and on
    oneDNN (torch.ops.mkldnn._linear_pointwise), interleaved, minimum over rounds;
 2. a whole fp32 training step (forward with the sparse MLM head, backward, AdamW) of minibert with
-   `minibert.model.ONEDNN_FP32` on and off, on the same model and batch, interleaved: the zh-small
+   `minibert.kernels.ONEDNN_FP32` on and off, on the same model and batch, interleaved: the zh-small
    fine-tuning shape (32 x 128, dropout 0.1) and the pre-training recipe (128 x 64, dropout 0).
 
     .venv/bin/python bench/fp32_matmul.py [--rounds 7] [--skip-steps]
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from common import environment, interleaved_ms, markdown_table
 from train_throughput import build, make_batch, train_step
 
-import minibert.model as model_module
+from minibert import kernels
 
 onednn = torch.ops.mkldnn._linear_pointwise
 
@@ -74,13 +74,13 @@ def step_table(rounds: int, steps: int) -> list[list]:
 
         def step_with(on: bool, model=model, optimizer=optimizer, batch=batch):
             def step():
-                model_module.ONEDNN_FP32 = on
+                kernels.ONEDNN_FP32 = on
                 train_step(model, optimizer, batch, device, "fp32")
             return step
 
         best = {on: min(v) for on, v in interleaved_ms({True: step_with(True), False: step_with(False)},
                                                        rounds, steps).items()}
-        model_module.ONEDNN_FP32 = True
+        kernels.ONEDNN_FP32 = True
         rows.append([label, f"{best[False]:.0f}", f"{best[True]:.0f}", f"{best[False] / best[True]:.3f}x"])
         print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     return rows

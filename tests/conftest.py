@@ -107,3 +107,22 @@ def call(script: str, *args: str, cwd: Path) -> Result:
         except SystemExit as e:  # argparse's own errors and --help
             code = e.code
     return Result(code, out.getvalue(), err.getvalue())
+
+
+def assert_close_fp32(actual, expected, rel: float = 1e-5, msg=None) -> None:
+    """assert_close for the same fp32 math through other kernels (oneDNN or MKL, SDPA or the written-out
+    attention, other matmul shapes; AVX2, AVX-512 or AMX code paths): rtol 0 and an atol of `rel` times
+    expected's largest magnitude. Those kernels sum in other orders, and a sum's rounding error scales
+    with its terms, not with its result: an entry that cancels to near zero carries the error of the
+    large values it came from, so a per-entry rtol would be too tight there and loose on large entries.
+
+    The default, 1e-5 of the largest entry, is 84 fp32 ulps of it (2^-23 = 1.19e-7 relative each). The
+    comparisons that use it measure at most 6.2 ulps on an AMX Xeon, and as much with ATen, MKL and
+    oneDNN held to AVX2 (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA), the code
+    paths of an AVX2-only EPYC (an AVX512-BF16 EPYC runs the one or the other per library). A real bug
+    (a scale, a mask, a transposed weight) is off by percents of the largest entry; even tanh GELU in
+    place of erf shows in the masked-LM parity test."""
+    import torch
+
+    scale = float(expected.detach().abs().max()) if expected.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=0, atol=rel * scale, msg=msg)

@@ -313,7 +313,7 @@ def test_train_args_json_holds_the_resolved_settings(work, mlm):
     dests = {a.dest for a in cli.train_parser()._actions if a.option_strings and a.dest != "help"}
     assert dests <= set(settings)
     # the job's defaults filled in: from scratch (lr 1e-3), not the default job (3 epochs of batch 32)
-    assert settings["lr"] == cli.SCRATCH_LR and settings["epochs"] == 3 and settings["batch_size"] == 32
+    assert settings["lr"] == cli.train.SCRATCH_LR and settings["epochs"] == 3 and settings["batch_size"] == 32
     assert settings["task"] == "mlm" and settings["max_steps"] == 3 and settings["max_length"] == 128
     assert settings["train"] == "corpus.jsonl" and settings["output"] == "mlm" and settings["progress"] is False
     assert settings["vocab"] == str(ROOT / "vocab" / "zh.txt") and settings["adam_betas"] == [0.9, 0.999]

@@ -5,7 +5,10 @@ function-level ones included (those only defer a dependency, they do not remove 
 `if TYPE_CHECKING:` (never run). `from minibert.data import X` counts as an import of the module
 that defines X, as the lazy `_LAZY` table of the package's __init__ says.
 
-    .venv/bin/python tests/test_imports.py     # prints the graph, and a cycle if there is one
+One way means no cycle, and no back edge along the data flow (FLOW): no module imports one of a
+later stage, as the tokenizer once imported its padding from the collators.
+
+    .venv/bin/python tests/test_imports.py     # prints the graph, and any cycle or back edge
 """
 
 from __future__ import annotations
@@ -15,10 +18,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "minibert"
 TORCH_FREE = ["minibert", "minibert.config", "minibert.files", "minibert.lock", "minibert.plots", "minibert.data",
-              "minibert.data.readers", "minibert.data.features"]
+              "minibert.data.readers", "minibert.data.features", "minibert.data.tagging", "minibert.run_folder",
+              "minibert.train_config"]
+
+# file -> reader -> tokenizer -> features -> collator -> model -> loss -> optim, one entry per stage. A
+# module may import its own stage and earlier ones. The loss is the model's (forward returns it);
+# checkpoint.py reads the folders models are made from. Modules in no stage (tasks, trainer, metrics,
+# pipelines, the CLI, ...) put the stages together: they may import any stage, and no stage imports them.
+FLOW = [
+    {"minibert.files"},
+    {"minibert.data.readers"},
+    {"minibert.tokenizer"},
+    {"minibert.data.features"},
+    {"minibert.data.collators", "minibert.data.sampler"},
+    {"minibert.checkpoint", "minibert.kernels", "minibert.model"},
+    {"minibert.optim"},
+]
+# What every stage may import: these import nothing of minibert but the first stage and each other.
+LEAVES = {"minibert._lazy", "minibert.config", "minibert.data.padding"}
+DATA_STAGES = set().union(*FLOW[1:5]) | {"minibert.data.padding"}
 
 
 def module_name(path: Path) -> str:
@@ -94,19 +117,50 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def back_edges(graph: dict[str, set[str]], flow: list[set[str]] = FLOW,
+               leaves: set[str] = LEAVES) -> list[tuple[str, str]]:
+    """(importer, imported) pairs where a stage's module, or a leaf, imports a later stage's module or
+    one in no stage. A leaf counts as the first stage, whichever side of the import it is on."""
+    stage = {m: i for i, modules in enumerate(flow) for m in modules} | dict.fromkeys(leaves, 0)
+    return sorted((a, b) for a in graph if a in stage for b in graph[a] if stage.get(b, len(flow)) > stage[a])
+
+
 def test_no_import_cycle():
     graph = import_graph()
     # The reader sees the imports that exist (function-level ones too): a graph of nothing has no cycle either.
     assert "minibert.checkpoint" in graph["minibert.model"]
-    assert "minibert.data.collators" in graph["minibert.tokenizer"]
-    assert "minibert.tasks" in graph["minibert.cli"]  # imported inside train_parser()
+    assert "minibert.data.padding" in graph["minibert.tokenizer"]
+    assert "minibert.tasks" in graph["minibert.cli.train"]  # imported inside train_parser()
     assert "minibert.data.sampler" in graph["minibert.trainer"]
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
-def test_the_cycle_finder_finds_cycles():
+def test_imports_follow_the_data_flow():
+    graph = import_graph()
+    assert set().union(*FLOW, LEAVES) <= set(graph), "a module named in FLOW or LEAVES is gone: update them"
+    assert back_edges(graph) == [], "imports against the data flow: " + ", ".join(
+        f"{a} -> {b}" for a, b in back_edges(graph))
+
+
+def test_the_model_knows_no_data_stage():
+    """The model takes tensors: neither it nor what it imports reads files, tokenizes or collates."""
+    graph = import_graph()
+    for module in FLOW[5]:
+        assert not graph_closure(graph, module) & DATA_STAGES, module
+
+
+def test_the_cycle_and_back_edge_finders_find_them():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+    flow, leaves = [{"a"}, {"b"}, {"c"}], {"leaf"}
+    graph = {"a": {"leaf"}, "b": {"a", "leaf"}, "c": {"a", "b"}, "leaf": set(), "loop": {"c"}}
+    assert back_edges(graph, flow, leaves) == []
+    assert back_edges({**graph, "a": {"c"}, "leaf": {"b"}}, flow, leaves) == [("a", "c"), ("leaf", "b")]
+    assert back_edges({**graph, "c": {"loop"}}, flow, leaves) == [("c", "loop")]
+    # the edge this test was written against: the tokenizer padding with the collators' function
+    graph = import_graph()
+    graph["minibert.tokenizer"] = graph["minibert.tokenizer"] | {"minibert.data.collators"}
+    assert ("minibert.tokenizer", "minibert.data.collators") in back_edges(graph)
 
 
 def test_checkpoint_code_does_not_know_the_model_classes():
@@ -122,6 +176,7 @@ def graph_closure(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
+@pytest.mark.slow  # starts an interpreter
 def test_config_and_readers_import_no_torch():
     code = f"import sys; import {', '.join(TORCH_FREE)}; print('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -139,7 +194,7 @@ def test_lazy_names_resolve():
 
 
 def test_nothing_asks_a_model_what_task_it_is():
-    """The task object knows (tasks.py); probing a model for a head is what the Task seam replaced."""
+    """The task object knows (tasks/); probing a model for a head is what the Task seam replaced."""
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert "hasattr(model" not in text and "hasattr(self.model" not in text, path
@@ -151,3 +206,5 @@ if __name__ == "__main__":
         print(f"{name} -> {', '.join(sorted(graph[name])) or '-'}")
     cycle = find_cycle(graph)
     print("cycle: " + " -> ".join(cycle) if cycle else f"no import cycle among {len(graph)} modules")
+    edges = back_edges(graph)
+    print("back edges: " + ", ".join(f"{a} -> {b}" for a, b in edges) if edges else "no back edge")

@@ -13,7 +13,6 @@ from minibert.metrics import (
     classification_metrics,
     evaluate,
     format_report,
-    higher_is_better,
     macro_f1,
 )
 from minibert.model import Output
@@ -61,11 +60,6 @@ def test_report_table_is_aligned():
         "bb         1      2      0",
         "c          1      1      0",
     ]
-
-
-def test_the_name_says_which_way_is_better():
-    assert [higher_is_better(n) for n in ("accuracy", "macro_f1", "eval_loss", "perplexity")] == \
-        [True, True, False, False]
 
 
 def test_masked_lm_metrics_weight_batches_by_their_targets():

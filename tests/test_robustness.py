@@ -110,6 +110,7 @@ def test_a_signal_between_steps_saves_the_current_step(tok, features, tmp_path, 
 # ----------------------------------------------------------------------------- the output lock
 
 
+@pytest.mark.slow  # starts an interpreter
 def test_lock_refuses_a_live_owner_and_takes_over_a_dead_ones(tmp_path):
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:

@@ -56,6 +56,7 @@ print(on, *faults[4:])  # the heap takes a few steps to reach its settled size
 """
 
 
+@pytest.mark.slow  # starts three interpreters
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator settings")
 def test_reuse_freed_memory_stops_page_faults_on_repeated_large_tensors():
     """The pages of a step's freed activations serve the next step: with glibc's defaults (mmap

@@ -10,8 +10,6 @@ from conftest import minilm_dir
 
 from minibert.tokenizer import Encoding, Tokenizer
 
-transformers = pytest.importorskip("transformers")
-
 TEXTS = [
     "Hello, world! It's a test.",
     "The quick brown fox jumps over the lazy dog; unaffordable antidisestablishmentarianism.",
@@ -39,7 +37,7 @@ def folder():
 
 @pytest.fixture(scope="module")
 def hf(folder):
-    return transformers.AutoTokenizer.from_pretrained(folder)
+    return pytest.importorskip("transformers").AutoTokenizer.from_pretrained(folder)
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +165,7 @@ def test_save_reload_round_trip(tok, tmp_path):
     assert config["model_max_length"] == 512 and config["mask_token"] == "[MASK]"
     again = Tokenizer.from_pretrained(tmp_path)
     from_txt = Tokenizer.from_vocab(tmp_path / "vocab.txt")
-    hf = transformers.BertTokenizerFast.from_pretrained(tmp_path)
+    hf = pytest.importorskip("transformers").BertTokenizerFast.from_pretrained(tmp_path)
     for text in TEXTS:
         ids = tok.encode(text).ids
         assert again.encode(text).ids == ids
@@ -186,7 +184,7 @@ def test_cased_options_are_honoured(folder, tmp_path):
     config = {"do_lower_case": False, "tokenizer_class": "BertTokenizer"}
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
     assert Tokenizer.from_pretrained(tmp_path).encode("Hello").ids == tok.encode("Hello").ids
-    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    hf = pytest.importorskip("transformers").AutoTokenizer.from_pretrained(tmp_path)
     assert hf("Hello World")["input_ids"] == tok.encode("Hello World").ids
 
 

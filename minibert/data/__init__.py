@@ -1,7 +1,10 @@
 """From a file on disk to a batch of tensors, one module per stage:
 
     readers.py    files -> texts or labelled examples, and label maps (no torch)
+    tagging.py    tagged files (CoNLL, JSONL tokens or spans) -> sentences, tag schemes, and windows of
+                  token ids with one label per word (no torch)
     features.py   texts -> token ids: tokenize, group into blocks, pack several per row (no torch)
+    padding.py    token ids -> padded (B, T) tensors; a leaf the tokenizer and collators both use
     collators.py  features -> padded, masked batches of tensors
     sampler.py    which features go into each batch (length-grouped)
 
@@ -21,12 +24,17 @@ _LAZY = {
     "encode_label_sets": "readers",
     "is_regression": "readers",
     "is_multi_label": "readers",
+    "TaggedSentence": "tagging",
+    "read_tagged": "tagging",
+    "build_tag_map": "tagging",
+    "encode_tags": "tagging",
+    "tokenize_tagged": "tagging",
     "tokenize_texts": "features",
     "tokenize_examples": "features",
     "group_texts": "features",
     "pack_features": "features",
     "load_mlm_features": "features",
-    "pad_batch": "collators",
+    "pad_batch": "padding",
     "MaskingCollator": "collators",
     "PackingCollator": "collators",
     "ClassificationCollator": "collators",

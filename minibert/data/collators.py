@@ -1,9 +1,10 @@
 """Collators: a list of features -> a batch of int64 tensors (B, T) for the model.
 
-    pad_batch               the one padding function (Tokenizer.pad uses it too)
     MaskingCollator         masked LM: 80/10/10 replacement of the chosen tokens, whole words if asked
     PackingCollator         masked LM over packed rows (pack_features), adding sequence_ids
     ClassificationCollator  padded texts and their labels
+
+All of them pad with padding.pad_batch, which Tokenizer.pad uses too.
 
 Determinism
     MaskingCollator owns a torch.Generator seeded from (seed, epoch, rank, DataLoader worker), created
@@ -23,38 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from .padding import pad_batch
+
+META_PREFIX = "meta_"  # batch keys for the metrics that the model is not called with
+
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
-
-
-def pad_batch(features: Sequence[dict], pad_token_id: int, pad_to_multiple_of: int | None = None,
-              keys: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-    """Features (dicts with "input_ids", optionally "token_type_ids") -> int64 tensors (B, T):
-    input_ids, attention_mask, token_type_ids, and each of `keys` padded with -1.
-
-    T is the batch's longest sequence, rounded up to pad_to_multiple_of (tensor cores like 8).
-    """
-    if not features:
-        raise ValueError("cannot pad an empty batch")
-    T = max(len(f["input_ids"]) for f in features)
-    if pad_to_multiple_of:
-        T = -(-T // pad_to_multiple_of) * pad_to_multiple_of
-    B = len(features)
-    batch = {
-        "input_ids": torch.full((B, T), pad_token_id, dtype=torch.long),
-        "attention_mask": torch.zeros(B, T, dtype=torch.long),
-        "token_type_ids": torch.zeros(B, T, dtype=torch.long),
-    }
-    batch.update({k: torch.full((B, T), -1, dtype=torch.long) for k in keys})
-    for i, f in enumerate(features):
-        n = len(f["input_ids"])
-        batch["input_ids"][i, :n] = torch.as_tensor(f["input_ids"])
-        batch["attention_mask"][i, :n] = 1
-        if "token_type_ids" in f:
-            batch["token_type_ids"][i, :n] = torch.as_tensor(f["token_type_ids"])
-        for k in keys:
-            batch[k][i, :n] = torch.as_tensor(f[k])
-    return batch
 
 
 def mix_seed(*numbers: int) -> int:
@@ -239,4 +214,28 @@ class ClassificationCollator:
                 return batch
             regression = any(isinstance(x, (float, np.floating)) for x in labels)
             batch["labels"] = torch.tensor(labels, dtype=torch.float32 if regression else torch.long)
+        return batch
+
+
+class TaggingCollator:
+    """Pad token-classification windows (data.tag_features): labels (B, T) padded with -100, which the loss
+    ignores. With `words`, for evaluation, also each token's word in its sentence, the sentence of each row
+    and where each word is read (meta_word_ids, meta_sentence, meta_prediction_mask: -1 / 0 on padding),
+    from which the metrics put windows back together into sentences; the model never sees meta_ keys."""
+
+    def __init__(self, pad_token_id: int, words: bool = False, pad_to_multiple_of: int | None = None) -> None:
+        self.pad_token_id = pad_token_id
+        self.words = words
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        keys = ("labels", "word_ids", "prediction_mask") if "labels" in features[0] else ("word_ids", "prediction_mask")
+        batch = pad_batch(features, self.pad_token_id, self.pad_to_multiple_of, keys=keys)
+        if "labels" in batch:
+            batch["labels"] = batch["labels"].masked_fill(batch["attention_mask"] == 0, -100)
+        word_ids, first = batch.pop("word_ids"), batch.pop("prediction_mask")
+        if self.words:
+            batch[META_PREFIX + "word_ids"] = word_ids
+            batch[META_PREFIX + "prediction_mask"] = first.clamp(min=0)
+            batch[META_PREFIX + "sentence"] = torch.tensor([int(f["sentence"]) for f in features])
         return batch
