@@ -26,13 +26,9 @@ from typing import TYPE_CHECKING
 from .metrics import summary_numbers
 from .run_folder import CURVES
 from .train_config import TrainConfig
-from .train_state import TrainingError
 
 if TYPE_CHECKING:
     from .trainer import Trainer
-
-TENSORBOARD_INSTALL = "pip install 'minibert[tensorboard]'"
-
 
 class Callback:
     """The hooks of the module docstring, each doing nothing."""
@@ -114,22 +110,17 @@ class TensorBoard(Callback):
     """--report-to tensorboard: the numbers of metrics.jsonl as TensorBoard scalars in OUTPUT/tensorboard,
     against the step: train/loss, train/lr and train/tokens_per_s at each log record, eval/NAME for each
     number of an evaluation's summary (eval/eval_loss, eval/accuracy, ...). A resumed run adds an event
-    file next to the earlier ones. Made before training starts: without tensorboard installed, the run
-    stops at once with one line saying how to get it."""
+    file next to the earlier ones. TrainConfig has checked that tensorboard is installed."""
 
     TRAIN = ("loss", "lr", "tokens_per_s")
 
     def __init__(self):
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise TrainingError(f"--report-to tensorboard: tensorboard is not installed; {TENSORBOARD_INSTALL}") \
-                from None
-        self.writer_class = SummaryWriter
         self.writer = None
 
     def on_train_begin(self, trainer: Trainer) -> None:
-        self.writer = self.writer_class(log_dir=str(trainer.run.tensorboard))
+        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only for the runs that ask
+
+        self.writer = SummaryWriter(log_dir=str(trainer.run.tensorboard))
 
     def on_log(self, trainer: Trainer, record: dict) -> None:
         for name in self.TRAIN:

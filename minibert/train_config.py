@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass
 
 from .config import option
 
 EPOCH = "epoch"  # --eval-every epoch
+TENSORBOARD_INSTALL = "pip install 'minibert[tensorboard]'"
 
 
 def parse_every(text: str) -> int | str:
@@ -82,7 +84,7 @@ class TrainConfig:
                             choices=("none", "tensorboard"))
 
     def __post_init__(self) -> None:
-        """One-line ValueErrors naming the flag, for values no run can use."""
+        """One-line ValueErrors naming the flag, for values no run can use (here)."""
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
@@ -104,6 +106,9 @@ class TrainConfig:
         if self.patience and not self.eval_every:
             raise ValueError(f"--patience {self.patience} needs evaluations during training: add --eval-every N or "
                              f"--eval-every {EPOCH}")
+        # Found without importing it: a config is made before the data is read, and must stay cheap.
+        if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError(f"--report-to tensorboard: tensorboard is not installed; {TENSORBOARD_INSTALL}")
 
 
 def _flag(name: str) -> str:

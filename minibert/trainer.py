@@ -74,7 +74,7 @@ class Trainer:
                  callbacks: list[Callback] | None = None):
         self.cfg = cfg
         self.task = task
-        self.callbacks = [*default_callbacks(cfg), *(callbacks or [])]  # first: a missing extra fails before any work
+        self.callbacks = [*default_callbacks(cfg), *(callbacks or [])]
         self.rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self.is_main = self.rank == 0

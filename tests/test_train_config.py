@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from minibert.train_config import EPOCH, TrainConfig
@@ -38,3 +40,11 @@ def test_values_no_run_can_use_are_one_line_naming_the_flag(kw, message):
 ])
 def test_settings_a_run_can_use_pass(kw):
     TrainConfig(**kw)
+
+
+def test_report_to_tensorboard_without_tensorboard_is_refused_before_any_work(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # what an uninstalled package looks like to find_spec
+    with pytest.raises(ValueError) as e:
+        TrainConfig(report_to="tensorboard")
+    assert str(e.value) == "--report-to tensorboard: tensorboard is not installed; pip install 'minibert[tensorboard]'"
+    TrainConfig()  # the other runs never look for it
