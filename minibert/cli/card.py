@@ -8,9 +8,7 @@ import json
 from pathlib import Path
 
 from ..files import replace_atomically
-
-MODEL_CARD = "README.md"  # written to --output at the end of training
-TRAIN_ARGS = "train_args.json"  # the resolved settings, written to --output
+from ..run_folder import RunFolder
 
 
 def show_metrics(metrics: dict) -> str:
@@ -47,13 +45,13 @@ def write_model_card(args, task, source: str, data, n_tokens: int, summary: dict
         *([f"python predict.py --model {out} --eval {args.eval}"] if args.eval else []),
         "```", "",
     ]
-    replace_atomically(out / MODEL_CARD, lambda tmp: tmp.write_text("\n".join(lines), encoding="utf-8"))
+    replace_atomically(RunFolder(out).model_card, lambda tmp: tmp.write_text("\n".join(lines), encoding="utf-8"))
 
 
 def write_train_args(args, task, tcfg) -> None:
     """Every setting of the run as resolved (job defaults filled in), to --output/train_args.json."""
     settings = {**vars(args), **dataclasses.asdict(task), **dataclasses.asdict(tcfg)}
-    out = Path(tcfg.output)
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(tcfg.output)
+    run.path.mkdir(parents=True, exist_ok=True)
     text = json.dumps(settings, indent=2, ensure_ascii=False, default=str)
-    (out / TRAIN_ARGS).write_text(text + "\n", encoding="utf-8")
+    run.train_args.write_text(text + "\n", encoding="utf-8")

@@ -28,7 +28,7 @@ def run_command(prog: str, fn, argv) -> int:
     from ..checkpoint import CheckpointError
     from ..data.readers import DataError
     from ..lock import LockError
-    from ..trainer import TrainingError
+    from ..train_state import TrainingError
 
     try:
         status = fn(argv) or 0

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ..files import read_lines
+from ..run_folder import BEST, CHECKPOINT_PREFIX
 from . import shipped
 from .errors import UsageError, run_command, show_warnings
 from .flags import add_fields, either, from_flags, given_elsewhere
@@ -65,7 +66,7 @@ def predict_parser() -> argparse.ArgumentParser:
 def default_model() -> Path:
     """The newest model folder under ./output, else the shipped model."""
     found = [p.parent for p in Path("output").glob("**/config.json")
-             if "checkpoint-" not in str(p) and p.parent.name != "best"]
+             if CHECKPOINT_PREFIX not in str(p) and p.parent.name != BEST]
     if found:
         return max(found, key=lambda d: (d / "config.json").stat().st_mtime)
     if not shipped.SHIPPED_MODEL.is_dir():

@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from ..run_folder import STATE_FILE, RunFolder, is_checkpoint
 from . import shipped
 from .card import show_metrics, write_model_card, write_train_args
 from .errors import UsageError, run_command, show_warnings
@@ -41,7 +42,7 @@ def train_parser() -> argparse.ArgumentParser:
     """The flags of TrainConfig and of every task (generated from their fields), plus the few that
     say where the model and data come from and what to do with the output folder."""
     from ..tasks import DEFAULT_TASK, TASKS
-    from ..trainer import TrainConfig
+    from ..train_config import TrainConfig
 
     d = TrainConfig()
     p = argparse.ArgumentParser(
@@ -120,7 +121,7 @@ def _resolve_job(args):
     """Fill in the flags whose default depends on the job, check the ones that must be given, and make
     the task from its flags."""
     from ..tasks import TASKS
-    from ..trainer import TrainConfig
+    from ..train_config import TrainConfig
 
     task_class = TASKS[args.task]
     default_job = args.model is None and args.config is None and args.train is None
@@ -172,20 +173,12 @@ def _check_shipped(args) -> None:
                              f"clone with `pip install -e .`")
 
 
-# ------------------------------------------------------------- the run's settings and its output folder
-# The trainer is to own these (issue 33: TrainConfig validated in __post_init__, one owner of the run
-# folder's layout and lock); they are kept together here so that move replaces this section only.
-
 def _check_run_settings(args) -> None:
-    """TrainConfig's ranges, and the evaluation that --metric and --patience need."""
-    from ..trainer import EPOCH
+    """TrainConfig's own checks (its __post_init__), then what needs the flags around it: --dropout, and the
+    evaluation data that --metric and --patience need."""
+    from ..train_config import TrainConfig
 
-    for flag, value, least in (("--batch-size", args.batch_size, 1), ("--grad-accum", args.grad_accum, 1),
-                               ("--log-every", args.log_every, 1), ("--keep-checkpoints", args.keep_checkpoints, 1),
-                               ("--eval-every", 0 if args.eval_every == EPOCH else args.eval_every, 0),
-                               ("--save-every", args.save_every, 0), ("--patience", args.patience, 0)):
-        if value < least:
-            raise UsageError(f"{flag} {value}: must be at least {least}")
+    from_flags(TrainConfig, args)  # refuses values no run can use, in one line naming the flag (ValueError)
     if args.dropout is not None and not 0 <= args.dropout < 1:
         raise UsageError(f"--dropout {args.dropout}: must be in [0, 1)")
     if args.dropout_in_config and args.dropout is None:
@@ -194,44 +187,24 @@ def _check_run_settings(args) -> None:
     for flag, value in (("--metric", args.metric), ("--patience", args.patience)):
         if value and not has_eval:
             raise UsageError(f"{flag} {value} needs evaluation data: add --eval FILE or --eval-split 0.1")
-    if args.patience and not args.eval_every:
-        raise UsageError(f"--patience {args.patience} counts evaluations during training: add --eval-every N or "
-                         f"--eval-every epoch")
 
 
-def _locked_output(args):
-    """The lock on --output, held from before anything in it is touched (--overwrite, train_args.json) to the end."""
-    from ..lock import OutputLock
-
-    return OutputLock(args.output)
-
-
-def _check_output(args) -> None:
-    """--output holding a model needs --overwrite (which clears its checkpoints, best/ and metrics) or --resume."""
-    import shutil
-
-    from ..trainer import STATE_FILE
-
-    out = Path(args.output)
-    if args.resume not in (None, True) and not (Path(args.resume) / STATE_FILE).is_file():
+def _check_output(args, run) -> None:
+    """--output holding a model needs --overwrite (which clears what the earlier run left, RunFolder.clear) or
+    --resume."""
+    if args.resume not in (None, True) and not is_checkpoint(args.resume):
         raise UsageError(f"--resume {args.resume}: not a checkpoint (no {STATE_FILE}); give a checkpoint-N "
                          f"folder, or --resume alone for the latest in --output")
-    has_checkpoint = any(out.glob("checkpoint-*"))
-    holds_model = (out / "config.json").is_file() or has_checkpoint
     # --resume with no checkpoint starts from step 0, which must not silently replace a finished model.
-    if not holds_model or (args.resume and (has_checkpoint or args.resume is not True)):
+    if not run.holds_model() or (args.resume and (run.has_checkpoints() or args.resume is not True)):
         return
     if not args.overwrite:
         if args.resume:
-            raise UsageError(f"{out} holds a finished model but no checkpoint to resume; pass --overwrite to "
+            raise UsageError(f"{run.path} holds a finished model but no checkpoint to resume; pass --overwrite to "
                              f"train again from the start, or choose another --output")
-        raise UsageError(f"{out} already holds a model; pass --overwrite to replace it, --resume to continue "
+        raise UsageError(f"{run.path} already holds a model; pass --overwrite to replace it, --resume to continue "
                          f"it, or choose another --output")
-    for old in list(out.glob("checkpoint-*")) + list(out.glob(".tmp-checkpoint-*")) + [out / "best"]:
-        shutil.rmtree(old, ignore_errors=True)
-    (out / "metrics.jsonl").unlink(missing_ok=True)
-
-# ------------------------------------------------------------------------------------------------------
+    run.clear()
 
 
 def _start_point(args):
@@ -293,8 +266,9 @@ def train_command(argv: list[str] | None) -> int:
     rank, world = _init_distributed()
     if rank != 0:
         return _train(args, task, rank, world)
-    with _locked_output(args):
-        _check_output(args)
+    run = RunFolder(args.output)
+    with run.lock():  # from before anything in --output is touched (--overwrite, train_args.json) to the end
+        _check_output(args, run)
         return _train(args, task, rank, world)
 
 
@@ -357,7 +331,7 @@ def _train(args, task, rank: int, world: int) -> int:
             print("final eval: " + show_metrics(summary["eval"]))
         if summary["best_step"] is not None:
             print(f"best:      step {summary['best_step']}, {summary['metric']} {summary['best_value']:.4f} "
-                  f"({Path(args.output) / 'best'})")
+                  f"({RunFolder(args.output).best})")
         print(f"stopped:   {summary['stopped']}")
         write_model_card(args, task, source, data, n_tokens, summary, eff, max_length)
     return 0

@@ -1,8 +1,8 @@
 """From a file on disk to a batch of tensors, one module per stage:
 
     readers.py    files -> texts or labelled examples, and label maps (no torch)
-    tagging.py    tagged files (CoNLL, JSONL tokens or spans) -> sentences, tag schemes, and windows of
-                  token ids with one label per word (no torch)
+    tagging.py    tagged files (CoNLL, JSONL tokens or spans) -> sentences, and tag schemes (no torch)
+    tag_features.py  tagged sentences -> windows of token ids with one label per word (no torch)
     features.py   texts -> token ids: tokenize, group into blocks, pack several per row (no torch)
     padding.py    token ids -> padded (B, T) tensors; a leaf the tokenizer and collators both use
     collators.py  features -> padded, masked batches of tensors
@@ -28,7 +28,7 @@ _LAZY = {
     "read_tagged": "tagging",
     "build_tag_map": "tagging",
     "encode_tags": "tagging",
-    "tokenize_tagged": "tagging",
+    "tokenize_tagged": "tag_features",
     "tokenize_texts": "features",
     "tokenize_examples": "features",
     "group_texts": "features",
