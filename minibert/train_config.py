@@ -52,14 +52,13 @@ class TrainConfig:
     precision: str = option("auto", "auto: on GPUs bf16 autocast (fp16 where bf16 is missing); on CPUs bf16 only "
                             "with native bf16 (AMX/AVX512-BF16), else fp32", choices=("auto", "fp32", "bf16", "fp16"))
     seed: int = option(0, "seed for init, data order and masking")
-    max_length: int | None = option(None, "tokens per sequence, longer texts are truncated; recorded so that "
+    max_length: int | None = option(None, "tokens per sequence, longer texts are truncated (tag: read in overlapping "
+                                    "windows); recorded so that "
                                     "--resume can check it continues the same run")
     eval_every: int | str = option(0, "evaluate every N steps, or 'epoch': at the end of every epoch; 0 = only "
                                    "at the end", type=parse_every, metavar="N|epoch")
-    metric: str | None = option(None, "the evaluation number that picks best/ and that --patience watches: "
-                                "accuracy, macro_f1 or eval_loss for classify (default accuracy); accuracy, "
-                                "eval_loss or perplexity for mlm (default eval_loss). Losses and perplexity are "
-                                "better lower, the others higher", metavar="NAME")
+    metric: str | None = option(None, "the evaluation number that picks best/ and that --patience watches; "
+                                "each task declares its numbers and which way is better", metavar="NAME")
     patience: int = option(0, "early stopping: stop after N evaluations in a row without improvement of --metric; "
                            "needs evaluation data and --eval-every. 0 = off", metavar="N")
     save_every: int = option(0, "checkpoint every N steps, 0 = only the final model")

