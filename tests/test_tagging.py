@@ -10,17 +10,22 @@ import pytest
 from conftest import ROOT, write_jsonl
 
 from minibert.data.readers import DataError
+from minibert.data.tag_features import (
+    continuation_ids,
+    plan_windows,
+    tokenize_tagged,
+    word_pieces,
+    word_predictions,
+)
 from minibert.data.tagging import (
     SCHEMES,
     TaggedSentence,
     bmes_to_words,
     build_tag_map,
-    continuation_ids,
     convert_tags,
     count_ill_formed,
     encode_tags,
     ill_formed,
-    plan_windows,
     read_conll,
     read_json_tagged,
     read_tagged,
@@ -29,9 +34,6 @@ from minibert.data.tagging import (
     split_text,
     tag_error,
     tags_from_spans,
-    tokenize_tagged,
-    word_pieces,
-    word_predictions,
 )
 from minibert.tokenizer import Tokenizer
 

@@ -8,7 +8,7 @@ from conftest import ROOT, TINY_SHAPE, write_jsonl
 
 from minibert.config import BertConfig
 from minibert.data import MaskingCollator, PackingCollator
-from minibert.tasks import TASKS, MaskedLM, SequenceClassification, saved_task, split
+from minibert.tasks import TASKS, MaskedLM, SequenceClassification, TokenClassification, saved_task, split
 from minibert.tokenizer import Tokenizer
 
 
@@ -58,7 +58,8 @@ def test_saved_task_reads_the_architecture():
     assert saved_task(BertConfig(architectures=["BertForSequenceClassification"])) is SequenceClassification
     assert saved_task(BertConfig(architectures=["BertForMaskedLM"])) is MaskedLM
     assert saved_task(BertConfig()) is MaskedLM  # a bare encoder checkpoint fine-tunes as fill-mask
-    assert set(TASKS) == {"mlm", "classify"}
+    assert saved_task(BertConfig(architectures=["BertForTokenClassification"])) is TokenClassification
+    assert set(TASKS) == {"mlm", "classify", "tag"}
 
 
 def test_head_tail_truncation_keeps_the_start_and_the_end(tok, tmp_path):
