@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs}                     # the run folders go here: $OUT/ner, $OUT/cws
-EPOCHS=${EPOCHS:-5}
+EPOCHS=${EPOCHS:-8}
 LR=${LR:-5e-4}
 THREADS=${THREADS:-1}                # torch threads per run
 EXTRA=${EXTRA:-}                     # more train.py flags for both runs, e.g. "--device cuda"
