@@ -47,6 +47,24 @@ def minilm_tokenizer():
 
     return Tokenizer.from_pretrained(minilm_dir())
 
+# The English sentences and MiniLM features the trainer's callback and robustness tests train on
+# (test_trainer.py has a corpus of its own); a module's own `tok` / `features` fixture overrides these.
+MINILM_SENTENCES = ["the cat sat on the mat", "the dog sat on the log", "a bird flew over the house",
+                    "the sun rises in the east", "rivers flow down to the sea", "she reads a book every night",
+                    "he plays the piano very well", "children play in the park"]
+
+
+@pytest.fixture(scope="module")
+def tok(minilm_tokenizer):
+    return minilm_tokenizer
+
+
+@pytest.fixture(scope="module")
+def features(tok):
+    from minibert.data import tokenize_texts
+
+    return tokenize_texts(tok, MINILM_SENTENCES, max_length=16)
+
 
 def tiny_config(vocab_size: int, dropout: float | None = None, **overrides) -> BertConfig:
     """A TINY_SHAPE config; dropout, when given, for both the hidden states and the attention."""

@@ -11,22 +11,7 @@ from conftest import tiny_config
 
 from minibert import BertForMaskedLM, MaskedLM, MaskingCollator
 from minibert.callbacks import Callback
-from minibert.data import tokenize_texts
 from minibert.trainer import TrainConfig, Trainer, TrainingError
-
-SENTENCES = ["the cat sat on the mat", "the dog sat on the log", "a bird flew over the house",
-             "the sun rises in the east", "rivers flow down to the sea", "she reads a book every night",
-             "he plays the piano very well", "children play in the park"]
-
-
-@pytest.fixture(scope="module")
-def tok(minilm_tokenizer):
-    return minilm_tokenizer
-
-
-@pytest.fixture(scope="module")
-def features(tok):
-    return tokenize_texts(tok, SENTENCES, max_length=16)
 
 
 def make_trainer(tok, features, out: Path, callbacks=None, **kw) -> Trainer:

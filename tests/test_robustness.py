@@ -17,7 +17,6 @@ import torch
 from conftest import TINY_ARGS, TRAIN, call, tiny_config, write_jsonl
 
 from minibert import BertForMaskedLM, MaskedLM, MaskingCollator
-from minibert.data import tokenize_texts
 from minibert.lock import LOCK_NAME, LockError, OutputLock
 from minibert.trainer import (
     STATE_FILE,
@@ -28,20 +27,6 @@ from minibert.trainer import (
     TrainingError,
     list_checkpoints,
 )
-
-SENTENCES = ["the cat sat on the mat", "the dog sat on the log", "a bird flew over the house",
-             "the sun rises in the east", "rivers flow down to the sea", "she reads a book every night",
-             "he plays the piano very well", "children play in the park"]
-
-
-@pytest.fixture(scope="module")
-def tok(minilm_tokenizer):
-    return minilm_tokenizer
-
-
-@pytest.fixture(scope="module")
-def features(tok):
-    return tokenize_texts(tok, SENTENCES, max_length=16)
 
 
 def make_trainer(tok, features, out: Path, logs: list | None = None, **kw) -> Trainer:
