@@ -110,6 +110,10 @@ class TokenClassifier:
         scores = self.token_scores(words, batch_size)
         return [self._tag(text, offs, sc, aggregation) for text, offs, sc in zip(texts, offsets, scores)]
 
+    def tag_words(self, words: list[list[str]], aggregation: str = "first", batch_size: int = 32) -> list[list[str]]:
+        """The decoded tag of every given word (a tagged file's tokens), per sentence."""
+        return [self.word_tags(scores, aggregation)[0] for scores in self.token_scores(words, batch_size)]
+
     def word_tags(self, word_scores: list[np.ndarray | None],
                   aggregation: str = "first") -> tuple[list[str], list[float]]:
         """Each word's tag and that tag's probability, decoded as a whole sentence (see the module's doc)."""

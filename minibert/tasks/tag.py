@@ -125,19 +125,14 @@ class TagPredictor(Predictor):
 
         pipe, o = self.pipe, self.options
         sentences = read_tagged(self.eval_file, pipe.scheme)
-        known = set(pipe.labels)
-        for s in sentences:
-            for i, tag in enumerate(s.tags):
-                if tag not in known:
-                    raise DataError(f"{self.eval_file}:{s.token_line(i)}: tag {tag!r} is not one of the model's tags "
-                                    f"({', '.join(pipe.labels)}); evaluate with a file in the model's tag set")
+        encode_tags(sentences, {t: i for i, t in enumerate(pipe.labels)}, self.eval_file)  # a tag it lacks: file:line
+        aggregation = o.aggregation if o.aggregation != "none" else "first"  # none groups nothing: read words first
         pred = []
         with tqdm(total=len(sentences), desc="eval", unit="sentence", leave=False, dynamic_ncols=True,
                   disable=not o.progress or len(sentences) <= FEW_TEXTS) as bar:
             for s in range(0, len(sentences), o.batch_size):
                 chunk = sentences[s:s + o.batch_size]
-                for scores in pipe.token_scores([x.tokens for x in chunk], o.batch_size):
-                    pred.append(pipe.word_tags(scores, o.aggregation if o.aggregation != "none" else "first")[0])
+                pred += pipe.tag_words([x.tokens for x in chunk], aggregation, o.batch_size)
                 bar.update(len(chunk))
         gold = [s.tags for s in sentences]
         head = {"sentences": len(sentences), "tokens": sum(len(g) for g in gold)}
