@@ -29,7 +29,7 @@ from ..metrics import TaggingMetrics, entity_metrics, segmentation_metrics
 from ..model import BertForTokenClassification
 from ..pipelines.tag import AGGREGATIONS, CHARACTERS_KEY, Tagged, TokenClassifier
 from ..tokenizer import Tokenizer
-from .base import FEW_TEXTS, Metric, PredictOptions, Predictor, Task, TaskData, TaskWords, split
+from .base import FEW_TEXTS, Metric, PredictOptions, Predictor, Task, TaskData, TaskWords, gold_column, split
 
 TRAIN_EXAMPLES = """\
   # named entities from a CoNLL file (token and tag per line) or JSONL ({"tokens": [...], "tags": [...]})
@@ -86,36 +86,42 @@ class TagPredictor(Predictor):
         for s in range(0, len(items), size):
             yield self.pipe([e.text for e in items[s:s + size]], self.options.aggregation, size)
 
+    @property
+    def shows_words(self) -> bool:
+        """A segmenter's results are its words, unless --aggregation none asks for every token's own tag."""
+        return self.pipe.segmenter and self.options.aggregation != "none"
+
+    @property
+    def entity_key(self) -> str:
+        return "entity" if self.options.aggregation == "none" else "entity_group"  # transformers' names
+
     def show(self, e: Example, r: Tagged) -> str:
-        if r.words is not None and self.options.aggregation != "none":
+        if self.shows_words:
             return " ".join(r.words)
         found = "   ".join(f"{x.word} {x.entity_group} {x.score:.4f}" for x in r.entities) or "(none)"
         return f"{r.text}\n  {found}"
 
     def json_record(self, r: Tagged) -> dict:
-        key = "entity" if self.options.aggregation == "none" else "entity_group"  # transformers' names
-        entities = [{key: x.entity_group, "word": x.word, "start": x.start, "end": x.end, "score": x.score}
-                    for x in r.entities]
-        if r.words is not None and self.options.aggregation != "none":
+        if self.shows_words:
             return {"text": r.text, "words": r.words}
-        return {"text": r.text, "entities": entities}
+        return {"text": r.text, "entities": [{self.entity_key: x.entity_group, "word": x.word, "start": x.start,
+                                              "end": x.end, "score": x.score} for x in r.entities]}
 
     def record(self, e: Example, r: Tagged) -> dict:
         record = self.json_record(r)
         return {**record, "gold": e.label} if e.label is not None else record
 
     def columns(self, items: list[Example]) -> list[str]:
-        field_name = "words" if self.pipe.segmenter and self.options.aggregation != "none" else "entities"
-        return ["text", field_name] + (["gold"] if any(e.label is not None for e in items) else [])
+        return ["text", "words" if self.shows_words else "entities"] + gold_column(items)
 
     def csv_row(self, record: dict) -> dict:
         """Words separated by spaces; entities as "word/TYPE score" separated by " | "."""
         row = dict(record)
-        if "words" in record:
+        if self.shows_words:
             row["words"] = " ".join(record["words"])
         else:
-            key = "entity" if self.options.aggregation == "none" else "entity_group"
-            row["entities"] = " | ".join(f"{x['word']}/{x[key]} {x['score']:.4f}" for x in record["entities"])
+            row["entities"] = " | ".join(f"{x['word']}/{x[self.entity_key]} {x['score']:.4f}"
+                                         for x in record["entities"])
         return row
 
     def evaluate(self) -> dict:
