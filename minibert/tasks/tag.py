@@ -212,6 +212,7 @@ class TokenClassification(Task):
     def load(self, tokenizer: Tokenizer, config: BertConfig, max_length: int, train_file: Path,
              eval_file: Path | None = None, eval_split: float = 0.0, seed: int = 0, progress: bool = False) -> TaskData:
         names = _label_names(self.label_names)
+        self.split_sentences = 0  # counted by _features for this load's files only
         train = read_tagged(train_file, self.tag_scheme, names)
         if not train:
             raise DataError(f"{train_file}: no tagged sentence; give one token and its tag per line (CoNLL) or "
