@@ -104,9 +104,18 @@ def read_lines(path: str | Path, error: type[Exception] = ValueError, max_chars:
     than max_chars characters raises `error("file:line: {what} of N characters is longer than ...")`
     after it is counted in pieces, never held whole.
     """
+    for n, line, _ in read_lines_from(path, error, max_chars, what):
+        yield n, line
+
+
+def read_lines_from(path: str | Path, error: type[Exception] = ValueError, max_chars: int | None = None,
+                    what: str = "a line", offset: int = 0, lines_before: int = 0) -> Iterator[tuple[int, str, int]]:
+    """read_lines from byte `offset` (the start of a line, after `lines_before` lines), yielding (line
+    number, line, byte offset just past it): a reader that stopped can continue where it was."""
     path = Path(path)
     with path.open("rb") as f:
-        n = 0
+        f.seek(offset)
+        n = lines_before
         while piece := f.readline(CHUNK):
             n += 1
             if n == 1:
@@ -124,7 +133,7 @@ def read_lines(path: str | Path, error: type[Exception] = ValueError, max_chars:
                 raise error(_too_long(path, n, what, len(line), max_chars))
             if "\x00" in line:
                 raise error(_nul(path, n))
-            yield n, line
+            yield n, line, f.tell()
 
 
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[{]|[\]}]|\d+')

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .callbacks import Callback, default_callbacks
-from .data.sampler import LengthGroupedSampler
+from .data.sampler import LengthGroupedSampler, feature_lengths
 from .metrics import evaluate, summary_numbers
 from .optim import AdamW, LossScaler, make_schedule, param_groups
 from .run_folder import STATE_FILE, RunFolder, list_checkpoints
@@ -92,12 +92,12 @@ class Trainer:
         self.signals = Signals(self._say)
         self.saver = Saver(self.run, self.model, tokenizer, self.signals, cfg.keep_checkpoints)
 
-        lengths = [len(f["input_ids"]) for f in train_data]
+        lengths = feature_lengths(train_data)
         self.sampler = LengthGroupedSampler(lengths, cfg.batch_size, seed=cfg.seed, num_replicas=self.world,
                                             rank=self.rank)
         # What a resumed run must share with the one that wrote the checkpoint: the batch stream
         # position means nothing with other batches or other blocks of text.
-        self.run_signature = {"task": task.name, "examples": len(train_data), "tokens": sum(lengths),
+        self.run_signature = {"task": task.name, "examples": len(train_data), "tokens": int(self.sampler.lengths.sum()),
                               "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
                               "max_length": cfg.max_length, "world_size": self.world, **(data_signature or {})}
         if len(self.sampler) == 0:
@@ -152,10 +152,10 @@ class Trainer:
             self.sampler.set_epoch(epoch)
             if start == 0 and hasattr(self.collate, "set_epoch"):  # mid-epoch, the restored stream goes on
                 self.collate.set_epoch(epoch)
-            batches = list(self.sampler)
-            for i in range(start, len(batches)):
+            # From the saved position on: the order is computed from the lengths, no batch before it is drawn.
+            for i, batch in enumerate(self.sampler.batches(start), start):
                 self.position = (epoch, i + 1)
-                yield self.collate([self.train_data[j] for j in batches[i]])
+                yield self.collate([self.train_data[j] for j in batch])
             epoch, start = epoch + 1, 0
             self.position = (epoch, 0)
 

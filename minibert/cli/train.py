@@ -82,9 +82,10 @@ def train_parser() -> argparse.ArgumentParser:
                    help="write --dropout into the saved config.json too")
 
     g = p.add_argument_group("data")
-    g.add_argument("--train", type=Path, default=None,
+    g.add_argument("--train", type=Path, nargs="+", default=None, metavar="PATH",
                    help="training file: " + "; ".join(f"{t.words.train_files} for {name}" for name, t in TASKS.items())
-                        + " (default: examples/three_kingdoms.json)")
+                        + ". For mlm also several .txt files or folders of them, read through the token cache "
+                          "(--cache-dir) (default: examples/three_kingdoms.json)")
     g.add_argument("--eval", type=Path, default=None, help="evaluation file in the same format")
     g.add_argument("--eval-split", type=float, default=0.0,
                    help="hold out this fraction of --train for evaluation, seeded by --seed (default: none)")
@@ -134,13 +135,18 @@ def _resolve_job(args):
 
     task_class = TASKS[args.task]
     default_job = args.model is None and args.config is None and args.train is None
+    if args.train is not None:
+        if len(args.train) > 1 and not task_class.corpus_paths:
+            raise UsageError(f"--train takes one file for --task {task_class.name}; several files (or a folder) "
+                             f"are for --task {' or '.join(n for n, t in TASKS.items() if t.corpus_paths)}")
+        args.train = args.train[0] if len(args.train) == 1 else args.train
     if args.model is None and args.config is None:
         args.model = shipped.SHIPPED_MODEL
     if args.train is None:
         if not default_job:
             raise UsageError("--train FILE is required (the training data)")
         args.train = shipped.DEMO_TRAIN
-    if args.output is None:
+    if args.output is None and not getattr(args, "prepare_only", False):
         if not default_job:
             raise UsageError("--output DIR is required (where the trained model goes)")
         args.output = str(DEMO_OUTPUT)
@@ -272,6 +278,8 @@ def train_command(argv: list[str] | None) -> int:
 
     task = _resolve_job(args)
     resolve_device(args.device)  # a device this machine lacks fails here, before any work
+    if getattr(task, "prepare_only", False):
+        return _prepare_only(args, task)
     rank, world = _init_distributed()
     if rank != 0:
         return _train(args, task, rank, world)
@@ -293,14 +301,13 @@ def _train(args, task, rank: int, world: int) -> int:
     if args.max_length > cfg.max_position_embeddings and rank == 0:
         print(f"warning: --max-length {args.max_length} exceeds the model's {cfg.max_position_embeddings} "
               f"positions; using {max_length}", file=sys.stderr)
-    if not args.train.is_file():
-        raise UsageError(f"{args.train}: training file not found")
+    _check_train_paths(args)
     if args.eval is not None and not args.eval.is_file():
         raise UsageError(f"{args.eval}: evaluation file not found")
     data = task.load(tokenizer, cfg, max_length, args.train, args.eval, args.eval_split, args.seed,
                      progress=args.progress and rank == 0)
     if not data.train:
-        raise UsageError(f"{args.train}: no training examples")
+        raise UsageError(f"{_train_label(args)}: no training examples")
     try:
         collate = task.collator(tokenizer, seed=args.seed, rank=rank)
     except ValueError as e:
@@ -310,15 +317,15 @@ def _train(args, task, rank: int, world: int) -> int:
     model = _build_model(task.model_class, data.config, args, rank)
     tcfg = from_flags(TrainConfig, args, max_length=max_length)
     trainer = Trainer(model, tcfg, task, data.train, collate, data.eval, eval_collate, tokenizer,
-                      data_signature=file_signature(args.train))
+                      data_signature=data.signature or file_signature(args.train))
 
     if rank == 0:
         cfg = model.config
-        n_tokens = sum(len(f["input_ids"]) for f in data.train)
+        n_tokens = int(trainer.sampler.lengths.sum())
         eff = args.batch_size * args.grad_accum * world
         print(f"model:     {source} ({type(model).__name__}, {num_parameters(model) / 1e6:.1f}M parameters, "
               f"{cfg.num_hidden_layers} layers, hidden {cfg.hidden_size}, vocab {cfg.vocab_size})")
-        print(f"data:      {args.train}: {len(data.train)} examples, {n_tokens} tokens{data.note}; "
+        print(f"data:      {_train_label(args)}: {len(data.train)} examples, {n_tokens} tokens{data.note}; "
               f"eval: {len(data.eval) if data.eval else 0} examples")
         print(f"training:  {args.task}, {trainer.total_steps} steps, batch {eff} "
               f"({args.batch_size} x {args.grad_accum} accum x {world} processes), lr {args.lr}, "
@@ -343,6 +350,46 @@ def _train(args, task, rank: int, world: int) -> int:
                   f"({RunFolder(args.output).best})")
         print(f"stopped:   {summary['stopped']}")
         write_model_card(args, task, source, data, n_tokens, summary, eff, max_length)
+    return 0
+
+
+def _train_paths(args) -> list[Path]:
+    return args.train if isinstance(args.train, list) else [args.train]
+
+
+def _train_label(args) -> str:
+    return ", ".join(map(str, _train_paths(args)))
+
+
+def _check_train_paths(args) -> None:
+    """Each --train path exists: a file, or a folder for a task that reads corpora."""
+    from ..tasks import TASKS
+
+    for path in _train_paths(args):
+        if not (path.is_file() or (path.is_dir() and TASKS[args.task].corpus_paths)):
+            raise UsageError(f"{path}: training file not found" if not path.exists()
+                             else f"{path}: a folder; --task {args.task} trains on one file")
+
+
+def _prepare_only(args, task) -> int:
+    """--prepare-only: the token cache of --train, and what it holds; no model, no --output."""
+    import time
+
+    from ..data.token_cache import TokenCache, uses_token_cache
+
+    _check_train_paths(args)
+    paths = _train_paths(args)
+    if not uses_token_cache(paths):
+        raise UsageError(f"--prepare-only: {', '.join(map(str, paths))} would be read into memory, not cached; "
+                         "the token cache takes .txt files and folders of them")
+    tokenizer, _, _ = _start_point(args)
+    start = time.perf_counter()
+    folder = task.prepare(paths, tokenizer, progress=args.progress)
+    meta = TokenCache(folder).meta
+    print(f"token cache: {folder}")
+    print(f"           {meta['bytes']:,} bytes of text in {len(meta['files'])} file(s), {meta['lines']:,} lines, "
+          f"{meta['tokens']:,} tokens ({meta['dtype']}), {len(meta['parts'])} part(s); "
+          f"ready in {time.perf_counter() - start:.1f}s")
     return 0
 
 

@@ -6,6 +6,7 @@ a task's name or probes a result for fields:
 
 training (the trainer and train.py)
     load(...)                    read the files, build the features (and the label map), hold out eval
+    corpus_paths                 whether --train may name several files and folders
     collator, eval_collator      features -> batches
     model_class                  what learns it
     setup_model                  what training sets on the model beyond its config (class weights)
@@ -31,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -51,6 +52,9 @@ class TaskData:
     eval: list[dict] | None
     config: BertConfig  # the model's config with what the data decides (the label map)
     note: str = ""  # what the data brought, for the summary line (", labels: a, b")
+    # what a resumed run checks it trains on again (train_state.file_signature's keys); None: the CLI hashes
+    # the training file itself
+    signature: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,7 @@ class TaskWords:
     predict_input: str = ""  # predict.py's texts: what each must hold, when anything
 
 
-def split(items: list, fraction: float, seed: int) -> tuple[list, list]:
+def split(items: Sequence, fraction: float, seed: int) -> tuple[Sequence, list]:
     """(kept, held out): a seeded random `fraction` of `items` held out for evaluation."""
     if not 0 < fraction < 1:
         raise ValueError(f"--eval-split {fraction}: use a fraction between 0 and 1, e.g. 0.1")
@@ -86,6 +90,8 @@ def split(items: list, fraction: float, seed: int) -> tuple[list, list]:
     if n_eval >= len(items):
         raise ValueError(f"--eval-split {fraction} leaves no training data from {len(items)} examples")
     held = set(order[:n_eval])
+    if hasattr(items, "take"):  # a memory-mapped dataset (token_cache.py): keep a view, not a copy
+        return items.take([i for i in range(len(items)) if i not in held]), [items[i] for i in sorted(held)]
     return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
 
 
@@ -125,6 +131,7 @@ class Task(ABC):
     # dropout where the task needs its own; the rest come from TrainConfig and the model.
     finetune_defaults: ClassVar[dict[str, float]] = {}
     exclusive: ClassVar[tuple[str, ...]] = ()  # its options that train.py refuses with another --task
+    corpus_paths: ClassVar[bool] = False  # load() takes several --train paths and folders (a corpus), not one file
     predict_names: ClassVar[tuple[str, ...]]  # predict.py --task values that pick it; the first names it in help
     predict_options: ClassVar[type[PredictOptions]] = PredictOptions
     predictor: ClassVar[type[Predictor]]

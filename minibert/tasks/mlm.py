@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import torch
+import torch.distributed as dist
 
 from ..checkpoint import from_pretrained
 from ..config import BertConfig, option
 from ..data.collators import MaskingCollator, PackingCollator
 from ..data.features import load_mlm_features, pack_features
-from ..data.readers import Example
+from ..data.readers import DataError, Example
+from ..data.token_cache import TokenCache, cached_features, prepare_cache, uses_token_cache
 from ..metrics import MaskedLMMetrics, evaluate
 from ..model import BertForMaskedLM
 from ..pipelines import FillMask, FillResult
@@ -169,6 +172,7 @@ class MaskedLM(Task):
     # under 2 points of held-out accuracy (README, "Fine-tuning defaults").
     finetune_defaults: ClassVar[dict[str, float]] = {"lr": 1.2e-4, "batch_size": 8, "dropout": 0.0}
     exclusive: ClassVar[tuple[str, ...]] = ("pack",)
+    corpus_paths: ClassVar[bool] = True  # .txt files and folders go through the token cache
     predict_names: ClassVar[tuple[str, ...]] = ("fill-mask", "mlm")
     predict_options: ClassVar[type] = FillMaskOptions
     predictor: ClassVar[type] = FillMaskPredictor
@@ -185,19 +189,41 @@ class MaskedLM(Task):
                         "(zh-small, 692 corpus lines): padding 4.3% -> 0.3% of each batch, but 1.01x the tokens/s "
                         "of the default length-grouped batches (BENCHMARKS.md)")
     text_column: str = option("text", "text field/column")
+    cache_dir: str | None = option(None, "where the token cache goes: --train .txt files or folders of them are "
+                                   "tokenized once into memory-mapped arrays there, found again by later runs, "
+                                   "phases and resumes while the text and the vocabulary are unchanged (default: "
+                                   "$MINIBERT_CACHE, else ~/.cache/minibert/tokens). JSON/JSONL training files "
+                                   "are read into memory", metavar="DIR")
+    prepare_only: bool = option(False, "tokenize --train into the token cache and stop without training (e.g. "
+                                "on a cluster's login node); needs no --output")
 
     def __post_init__(self) -> None:
         if self.pack and self.group_texts:
             raise ValueError("--pack is for --task mlm with one example per line; --group-texts blocks are full "
                              "already")
 
-    def load(self, tokenizer: Tokenizer, config: BertConfig, max_length: int, train_file: Path,
+    def load(self, tokenizer: Tokenizer, config: BertConfig, max_length: int, train_file: Path | list[Path],
              eval_file: Path | None = None, eval_split: float = 0.0, seed: int = 0, progress: bool = False) -> TaskData:
         def features(path: Path) -> list[dict]:
             return load_mlm_features(path, tokenizer, max_length, self.whole_word_mask, self.group_texts,
                                      self.text_column, progress=progress)
 
-        train_features = features(train_file)
+        paths = [train_file] if isinstance(train_file, Path) else list(train_file)
+        signature = None
+        if uses_token_cache(paths):
+            cache = TokenCache(self.prepare(paths, tokenizer, progress))
+            if self.whole_word_mask and not cache.meta["multi_word_lines"]:
+                raise DataError(f"{paths[0]}: whole-word masking takes words from spaces, but no line has two "
+                                "words; segment the text first (e.g. '诸葛 亮 是 丞相') or turn whole-word masking off")
+            train_features = cached_features(cache, max_length, self.group_texts, tokenizer.cls_token_id,
+                                             tokenizer.sep_token_id)
+            signature = {"train_file": ", ".join(p.name for p in paths), "train_bytes": cache.meta["bytes"],
+                         "train_cache_key": cache.meta["key"]}
+        elif len(paths) > 1:
+            raise DataError(f"{paths[1]}: several --train files are read through the token cache, which takes "
+                            f".txt files and folders of them; give one {paths[0].suffix} file, or .txt files")
+        else:
+            train_features = features(paths[0])
         eval_features = features(eval_file) if eval_file else None
         if eval_split:
             train_features, eval_features = split(train_features, eval_split, seed)
@@ -206,7 +232,30 @@ class MaskedLM(Task):
             rows = pack_features(train_features, max_length)
             note = f", {len(train_features)} sequences packed into {len(rows)} rows"
             train_features = rows
-        return TaskData(train_features, eval_features, config, note)
+        return TaskData(train_features, eval_features, config, note, signature)
+
+    def prepare(self, paths: list[Path], tokenizer: Tokenizer, progress: bool = False) -> Path:
+        """The token cache folder of `paths` (token_cache.prepare_cache). Under torchrun, rank 0 prepares
+        while the other ranks wait; then each finds it (or, on a machine that does not share the cache
+        folder, prepares its own copy)."""
+        def prepare() -> Path:
+            return prepare_cache(paths, tokenizer, self.whole_word_mask, self.cache_dir, progress,
+                                 log=lambda m: print(m, file=sys.stderr))
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return prepare()
+        outcome: list = [None]
+        if dist.get_rank() == 0:
+            try:
+                prepare()
+            except (DataError, OSError) as e:  # the other ranks stop with the same message instead of waiting
+                outcome[0] = f"{type(e).__name__}: {e}"
+                dist.broadcast_object_list(outcome, src=0)
+                raise
+        dist.broadcast_object_list(outcome, src=0)
+        if outcome[0] is not None:
+            raise DataError(f"rank 0 could not prepare the token cache: {outcome[0]}")
+        return prepare()
 
     def collator(self, tokenizer: Tokenizer, seed: int = 0, rank: int = 0) -> Callable:
         collate = MaskingCollator(tokenizer, self.mlm_probability, self.mask_prob, self.random_prob,
