@@ -15,7 +15,9 @@
 # --seed 2) adds 三国演义 to the lines (data/zh/pretrain_mix.txt): the novel of the Three Kingdoms
 # the default fill-mask job is about, which the 1998 news and the reviews hardly mention. Every phase checkpoints; rerunning
 # the script resumes an interrupted phase and skips a finished one. --precision auto takes bf16 on
-# CPUs with native bf16 (AMX or AVX512-BF16) and GPUs, fp32 elsewhere (about 2x slower).
+# CPUs with native bf16 (AMX or AVX512-BF16) and GPUs, fp32 elsewhere (about 2x slower). The .txt
+# corpora go through the token cache (README, train.py): phase 1 tokenizes data/zh/pretrain.txt once,
+# the later phases and every resume map it again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

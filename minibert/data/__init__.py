@@ -7,6 +7,7 @@
     padding.py    token ids -> padded (B, T) tensors; a leaf the tokenizer and collators both use
     collators.py  features -> padded, masked batches of tensors
     sampler.py    which features go into each batch (length-grouped)
+    token_cache.py  .txt corpora -> memory-mapped token ids, tokenized once; blocks and lines read back (no torch)
 
 The names below are imported on first use, so `import minibert.data.readers` stays torch-free.
 """
@@ -40,6 +41,8 @@ _LAZY = {
     "ClassificationCollator": "collators",
     "LengthGroupedSampler": "sampler",
     "padding_fraction": "sampler",
+    "prepare_cache": "token_cache",
+    "TokenCache": "token_cache",
 }
 __all__ = list(_LAZY)
 
