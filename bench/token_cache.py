@@ -10,7 +10,7 @@ until it passes --size-mb. Measured, each train.py run a process of its own, its
 sampled every 20 ms:
 
   preparation    train.py --prepare-only on the big corpus: MB of text per second, peak RssAnon
-  runs           phase 1 of scripts/pretrain_zh.sh (--group-texts, 128 x 64 tokens) for --steps steps on
+  runs           phase 1 of scripts/pretrain_zh.sh (--group-texts, 128 x 64 tokens; warm-up 1 step) for --steps on
                  (a) the 5 MB corpus as JSONL, read into memory (the path .json/.jsonl files take),
                  (b) the same 5 MB as .txt through the token cache, (c) the big corpus through the cache;
                  interleaved a, b, c, a, b, c, ... for --rounds rounds. Each: peak RssAnon, seconds from
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "data" / "zh" / "pretrain.txt"
 PHASE1 = ["--task", "mlm", "--config", "zh-small", "--vocab", str(ROOT / "vocab" / "zh.txt"), "--dropout", "0",
           "--precision", "auto", "--group-texts", "--max-length", "64", "--batch-size", "128", "--lr", "1e-3",
-          "--warmup", "300", "--log-every", "1", "--save-every", "0", "--no-progress"]
+          "--warmup", "1", "--log-every", "1", "--save-every", "0", "--no-progress"]
 
 
 def build_corpora(work: Path, size_mb: int, small_mb: float) -> tuple[Path, Path, Path]:

@@ -209,7 +209,7 @@ class MaskedLM(Task):
                                      self.text_column, progress=progress)
 
         paths = [train_file] if isinstance(train_file, Path) else list(train_file)
-        signature = None
+        signature, cache_note = None, ""
         if uses_token_cache(paths):
             cache = TokenCache(self.prepare(paths, tokenizer, progress))
             if self.whole_word_mask and not cache.meta["multi_word_lines"]:
@@ -219,6 +219,7 @@ class MaskedLM(Task):
                                              tokenizer.sep_token_id)
             signature = {"train_file": ", ".join(p.name for p in paths), "train_bytes": cache.meta["bytes"],
                          "train_cache_key": cache.meta["key"]}
+            cache_note = f", token cache {cache.folder}"
         elif len(paths) > 1:
             raise DataError(f"{paths[1]}: several --train files are read through the token cache, which takes "
                             f".txt files and folders of them; give one {paths[0].suffix} file, or .txt files")
@@ -227,10 +228,10 @@ class MaskedLM(Task):
         eval_features = features(eval_file) if eval_file else None
         if eval_split:
             train_features, eval_features = split(train_features, eval_split, seed)
-        note = ""
+        note = cache_note
         if self.pack:  # evaluation stays one sequence per row: its numbers compare with unpacked runs
             rows = pack_features(train_features, max_length)
-            note = f", {len(train_features)} sequences packed into {len(rows)} rows"
+            note += f", {len(train_features)} sequences packed into {len(rows)} rows"
             train_features = rows
         return TaskData(train_features, eval_features, config, note, signature)
 
