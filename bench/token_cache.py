@@ -115,9 +115,10 @@ def main() -> None:
     py = [sys.executable, str(ROOT / "train.py")]
     results: dict = {"corpus_bytes": {"big": big.stat().st_size, "small": small.stat().st_size}}
 
-    # Preparation from nothing (an earlier cache of the big corpus is moved out of the way first).
+    # Preparation from nothing: an earlier cache of the big corpus is removed first.
     for old in cache.glob("*"):
-        if (old / "cache.json").exists() and json.loads((old / "cache.json").read_text())["bytes"] == big.stat().st_size:
+        meta = old / "cache.json"
+        if meta.exists() and json.loads(meta.read_text())["bytes"] == big.stat().st_size:
             subprocess.run(["rm", "-rf", str(old)], check=True)
     prep = run([*py, *PHASE1[:6], "--train", str(big), "--prepare-only", "--cache-dir", str(cache), "--no-progress"])
     prep["mb_per_s"] = round(big.stat().st_size / 1e6 / prep["wall_s"], 2)
