@@ -316,6 +316,7 @@ def test_cli_prepare_only_then_train_from_the_cache(tmp_path):
     (["--task", "classify", "--train", "corpus", "--output", "o"], "corpus: a folder; --task classify trains"),
     (["--task", "mlm", "--train", "c.jsonl", "--prepare-only"], "would be read into memory, not cached"),
     (["--task", "mlm", "--train", "a.txt", "c.jsonl", "--output", "o"], "several --train files are read through"),
+    (["--task", "mlm", "--train", "a.txt", "--prepare-only", "--cache-dir", "b.txt/x"], "cannot write the token cache"),
 ])
 def test_cli_refuses_paths_the_task_cannot_read(tmp_path, args, message):
     (tmp_path / "corpus").mkdir()

@@ -277,6 +277,17 @@ def prepare_cache(paths: Sequence[Path], tokenizer: Tokenizer, whole_word_mask: 
     folder = Path(cache_dir if cache_dir is not None else default_cache_dir()) / key[:32]
     if _complete(folder):
         return folder
+    try:
+        return _prepare(folder, key, paths, files, tokenizer, whole_word_mask, progress, log)
+    except OSError as e:
+        if isinstance(e, FileNotFoundError) and e.filename and not str(e.filename).startswith(str(folder)):
+            raise  # a corpus file removed while it was read
+        raise DataError(f"{folder}: cannot write the token cache ({e.strerror or e}); free some space or give "
+                        "another --cache-dir") from None
+
+
+def _prepare(folder: Path, key: str, paths: Sequence[Path], files: list[Path], tokenizer: Tokenizer,
+             whole_word_mask: bool, progress: bool, log: Callable[[str], None]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     lock = _wait_for_lock(folder, log)
     try:
