@@ -5,7 +5,7 @@ more that this script builds, and pre-training runs (the shipped recipe's phase 
     python bench/token_cache.py --size-mb 2048 --steps 30 --rounds 2 --work /data/bench
 
 The corpus is data/zh/pretrain.txt (`make data`) repeated, each copy's lines in a fresh seeded order,
-until it passes --size-mb. Measured, each train.py run a process of its own, its anonymous memory
+until it passes --size-mb MiB. Measured, each train.py run a process of its own, its anonymous memory
 (RssAnon in /proc/PID/status: the process's own pages, not the page cache of the mapped files)
 sampled every 20 ms:
 
@@ -41,9 +41,9 @@ PHASE1 = ["--task", "mlm", "--config", "zh-small", "--vocab", str(ROOT / "vocab"
 
 
 def build_corpora(work: Path, size_mb: int, small_mb: float) -> tuple[Path, Path, Path]:
-    """(big .txt of at least size_mb MB, small .txt of about small_mb MB, the small one as JSONL)."""
+    """(big .txt of at least size_mb MiB, small .txt of about small_mb MB, the small one as JSONL)."""
     lines = [line for line in SOURCE.read_text(encoding="utf-8").splitlines() if line.strip()]
-    small, small_jsonl, big = work / "small.txt", work / "small.jsonl", work / f"big_{size_mb}mb.txt"
+    small, small_jsonl, big = work / "small.txt", work / "small.jsonl", work / f"big_{size_mb}mib.txt"
     if not small.exists():
         taken, size = [], 0
         for line in lines:
@@ -54,11 +54,11 @@ def build_corpora(work: Path, size_mb: int, small_mb: float) -> tuple[Path, Path
         small.write_text("".join(t + "\n" for t in taken), encoding="utf-8")
         small_jsonl.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in taken),
                                encoding="utf-8")
-    if not big.exists() or big.stat().st_size < size_mb * 1e6:
+    if not big.exists() or big.stat().st_size < size_mb << 20:
         tmp = big.with_suffix(".tmp")
         with tmp.open("w", encoding="utf-8") as f:
             rng, written = random.Random(0), 0
-            while written < size_mb * 1e6:
+            while written < size_mb << 20:
                 rng.shuffle(lines)
                 chunk = "".join(t + "\n" for t in lines)
                 f.write(chunk)
@@ -101,7 +101,7 @@ def run(cmd: list[str], metrics: Path | None = None) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/minibert-bench"), help="corpora, cache and runs go here")
-    ap.add_argument("--size-mb", type=int, default=1024, help="the big corpus, in MB of text (default: 1024)")
+    ap.add_argument("--size-mb", type=int, default=1024, help="the big corpus, in MiB of text (default: 1024)")
     ap.add_argument("--small-mb", type=float, default=5.0, help="the small corpus (default: 5)")
     ap.add_argument("--steps", type=int, default=20, help="optimizer steps per run (default: 20)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three runs (default: 2)")
