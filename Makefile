@@ -48,7 +48,7 @@ pretrain: setup
 	PY=$(PY) bash scripts/pretrain_zh.sh
 
 # Reproduce models/zh-small-ner and models/zh-small-cws: fine-tune models/zh-small on People's Daily,
-# export the best dev epoch in fp16, score it on the held-out test lines (about 40 minutes on 2 CPU
+# export the best dev epoch in fp16, score it on the held-out test lines (about 66 minutes on 2 CPU
 # cores with native bf16, the two runs side by side; see README). Rerun to resume after an interruption.
 taggers: setup
 	PY=$(PY) bash scripts/finetune_taggers.sh

@@ -105,6 +105,8 @@ def main() -> None:
     ap.add_argument("--small-mb", type=float, default=5.0, help="the small corpus (default: 5)")
     ap.add_argument("--steps", type=int, default=20, help="optimizer steps per run (default: 20)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of the three runs (default: 2)")
+    ap.add_argument("--runs-only", action="store_true",
+                    help="skip the preparation measurement (the caches of an earlier run are used, or made)")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "token_cache.json")
     args = ap.parse_args()
     if not SOURCE.exists():
@@ -115,18 +117,23 @@ def main() -> None:
     py = [sys.executable, str(ROOT / "train.py")]
     results: dict = {"corpus_bytes": {"big": big.stat().st_size, "small": small.stat().st_size}}
 
-    # Preparation from nothing: an earlier cache of the big corpus is removed first.
-    for old in cache.glob("*"):
-        meta = old / "cache.json"
-        if meta.exists() and json.loads(meta.read_text())["bytes"] == big.stat().st_size:
-            subprocess.run(["rm", "-rf", str(old)], check=True)
-    prep = run([*py, *PHASE1[:6], "--train", str(big), "--prepare-only", "--cache-dir", str(cache), "--no-progress"])
-    prep["mb_per_s"] = round(big.stat().st_size / 1e6 / prep["wall_s"], 2)
-    again = run([*py, *PHASE1[:6], "--train", str(big), "--prepare-only", "--cache-dir", str(cache), "--no-progress"])
-    results["prepare"] = {k: v for k, v in prep.items() if k != "output"}
-    results["prepare_again_s"] = again["wall_s"]
-    print(prep["output"].strip().splitlines()[-2])
-    run([*py, *PHASE1[:6], "--train", str(small), "--prepare-only", "--cache-dir", str(cache), "--no-progress"])
+    prepare = [*py, *PHASE1[:6], "--prepare-only", "--cache-dir", str(cache), "--no-progress", "--train"]
+    if not args.runs_only:
+        # Preparation from nothing: an earlier cache of the big corpus is removed first.
+        for old in cache.glob("*"):
+            meta = old / "cache.json"
+            if meta.exists() and json.loads(meta.read_text())["bytes"] == big.stat().st_size:
+                subprocess.run(["rm", "-rf", str(old)], check=True)
+        prep = run([*prepare, str(big)])
+        prep["mb_per_s"] = round(big.stat().st_size / 1e6 / prep["wall_s"], 2)
+        again = run([*prepare, str(big)])
+        results["prepare"] = {k: v for k, v in prep.items() if k != "output"}
+        results["prepare_again_s"] = again["wall_s"]
+        print(prep["output"].strip().splitlines()[-2])
+        print(f"\npreparation of {big.stat().st_size / 1e6:,.0f} MB: {prep['wall_s']:.1f} s, {prep['mb_per_s']} MB/s, "
+              f"peak RssAnon {prep['peak_rss_anon_mb']:.0f} MB; found again in {again['wall_s']:.1f} s\n", flush=True)
+    run([*prepare, str(big)])
+    run([*prepare, str(small)])
 
     cases = {"5 MB JSONL, in memory": small_jsonl, "5 MB .txt, token cache": small,
              f"{big.stat().st_size / 1e9:.2f} GB .txt, token cache": big}
@@ -142,8 +149,6 @@ def main() -> None:
             print(f"round {r + 1} {name}: {result}", flush=True)
     results["runs"] = runs
 
-    print(f"\npreparation of {big.stat().st_size / 1e6:,.0f} MB: {prep['wall_s']:.1f} s, {prep['mb_per_s']} MB/s, "
-          f"peak RssAnon {prep['peak_rss_anon_mb']:.0f} MB; found again in {again['wall_s']:.1f} s\n")
     print("| corpus | peak RssAnon (MB) | start to first step (s) | tokens/s |")
     print("|---|---|---|---|")
     for name, rs in runs.items():

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs}                     # the run folders go here: $OUT/ner, $OUT/cws
-EPOCHS=${EPOCHS:-8}
+EPOCHS=${EPOCHS:-14}             # dev F1 still rose at 8 (BENCHMARKS.md, "Tagging")
 LR=${LR:-5e-4}
 THREADS=${THREADS:-1}                # torch threads per run
 EXTRA=${EXTRA:-}                     # more train.py flags for both runs, e.g. "--device cuda"
