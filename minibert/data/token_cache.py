@@ -260,9 +260,9 @@ def _wait_for_lock(folder: Path, log: Callable[[str], None]) -> OutputLock:
         try:
             lock.__enter__()
             return lock
-        except LockError:
+        except LockError as e:
             if not said:
-                log(f"waiting for another process preparing the token cache {folder}")
+                log(f"waiting for another process preparing the token cache {folder} ({e})")
                 said = True
             time.sleep(1.0)
 
