@@ -326,3 +326,22 @@ def test_cli_refuses_paths_the_task_cannot_read(tmp_path, args, message):
     proc = call(TRAIN, *TINY_ARGS, *args, cwd=tmp_path)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_eval_split_and_packing_work_on_the_cache(zh, tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.txt", 120)
+    as_jsonl = tmp_path / "corpus.jsonl"
+    as_jsonl.write_text("".join(json.dumps({"text": line}, ensure_ascii=False) + "\n"
+                                for line in corpus.read_text(encoding="utf-8-sig").splitlines() if line.strip()),
+                        encoding="utf-8")
+    cfg = tiny_config(zh.vocab_size)
+    for task in (MaskedLM(cache_dir=str(tmp_path / "cache")), MaskedLM(pack=True, cache_dir=str(tmp_path / "cache"))):
+        cached = task.load(zh, cfg, 24, corpus, eval_split=0.2, seed=5)
+        memory = task.load(zh, cfg, 24, as_jsonl, eval_split=0.2, seed=5)
+        assert "token cache" in cached.note and "token cache" not in memory.note
+        for a, b in ((cached.train, memory.train), (cached.eval, memory.eval)):
+            assert len(a) == len(b)
+            for fa, fb in zip(a, b, strict=True):
+                assert set(fa) == set(fb) - {"word_ids"}  # word ids only where whole-word masking reads them
+                for k in fa:
+                    np.testing.assert_array_equal(fa[k], fb[k])
