@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..files import read_lines_from
+from ..files import read_lines_from, replace_atomically
 from ..lock import LockError, OutputLock
 from .readers import MAX_TEXT_CHARS, DataError
 
@@ -207,9 +207,7 @@ class _PartWriter:
 
 
 def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    replace_atomically(path, lambda tmp: tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8"))
 
 
 def _build_part(folder: Path, k: int, files: Sequence[Path], start: list, tokenizer: Tokenizer,
@@ -368,10 +366,6 @@ class TokenCache:
     @property
     def num_tokens(self) -> int:
         return int(self.part_tokens[-1])
-
-    @property
-    def num_lines(self) -> int:
-        return int(self.part_lines[-1])
 
     def span(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
         """Tokens start..stop of the whole corpus (and their word starts), across parts."""
