@@ -42,14 +42,6 @@ tag cws --tag-scheme BMES & cws=$!
 wait $ner $cws
 
 for name in ner cws; do  # best/ (the best dev F1) in fp16, as models/zh-small is shipped
-  "$PY" - "$OUT/$name/best" "models/zh-small-$name" <<'EOF'
-import sys
-import torch
-from minibert import BertForTokenClassification, Tokenizer
-src, dst = sys.argv[1], sys.argv[2]
-BertForTokenClassification.from_pretrained(src).save_pretrained(dst, tokenizer=Tokenizer.from_pretrained(src),
-                                                                dtype=torch.float16)
-print(f"saved {dst}")
-EOF
+  export_fp16 BertForTokenClassification "$OUT/$name/best" "models/zh-small-$name"
   "$PY" predict.py --model "models/zh-small-$name" --eval "data/zh/${name}_test.jsonl"
 done

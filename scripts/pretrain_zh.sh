@@ -63,13 +63,5 @@ phase 6 --model "$OUT/phase5" --train data/zh/pretrain_mix.txt --max-length 128 
   --max-steps "$P6_STEPS" --lr 2e-4 --warmup 100 --seed 2
 
 # fp16 weights (half the size); config.json keeps dropout 0.1 for fine-tuning.
-"$PY" - "$OUT/phase6" "$MODEL" <<'EOF'
-import sys
-import torch
-from minibert import BertForMaskedLM, Tokenizer
-src, dst = sys.argv[1], sys.argv[2]
-BertForMaskedLM.from_pretrained(src).save_pretrained(dst, tokenizer=Tokenizer.from_pretrained(src),
-                                                     dtype=torch.float16)
-print(f"saved {dst}")
-EOF
+export_fp16 BertForMaskedLM "$OUT/phase6" "$MODEL"
 "$PY" predict.py --model "$MODEL" --eval data/zh/pretrain_valid.txt "中华人民共和[MASK]" "经济发[MASK]"
