@@ -109,6 +109,21 @@ def vocab_tokenizer(folder: Path, tokens: list[str]):
     return Tokenizer.from_vocab(folder / "vocab.txt")
 
 
+def scale_loss(trainer, factor: float, from_call: int = 1) -> None:
+    """From its `from_call`-th forward pass on, `trainer`'s loss comes out times `factor` (nan or inf:
+    a diverged or overflowing step)."""
+    forward, calls = trainer.forward, [0]
+
+    def scaled(*a, **k):
+        out = forward(*a, **k)
+        calls[0] += 1
+        if calls[0] >= from_call:
+            out.loss = out.loss * factor
+        return out
+
+    trainer.forward = scaled
+
+
 def write_jsonl(path: Path, records: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     return path

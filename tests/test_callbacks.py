@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import scale_loss, tiny_config
 
 from minibert import BertForMaskedLM, MaskedLM, MaskingCollator
 from minibert.callbacks import Callback
@@ -57,14 +57,7 @@ def test_hooks_are_called_in_order_and_end_on_failure_too(tok, features, tmp_pat
 
     failing = Recorder()
     trainer = make_trainer(tok, features, tmp_path / "nan", [failing], max_steps=3)
-    forward = trainer.forward
-
-    def poisoned(*a, **k):
-        out = forward(*a, **k)
-        out.loss = out.loss * float("nan")
-        return out
-
-    trainer.forward = poisoned
+    scale_loss(trainer, float("nan"))
     with pytest.raises(TrainingError, match="inf/nan"):
         trainer.train()
     assert failing.events == [("begin", 0), ("end", None)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import minilm_dir, tiny_config
+from conftest import minilm_dir, scale_loss, tiny_config
 
 from minibert import BertForMaskedLM, BertForSequenceClassification, MaskedLM, MaskingCollator, Tokenizer
 from minibert.data import ClassificationCollator, tokenize_texts
@@ -152,17 +152,7 @@ def test_finite_difference_gradients_float64():
 
 def test_nan_loss_stops_training_and_saves_nothing_after(tok, features, tmp_path, monkeypatch):
     trainer = make_trainer(tok, features, tmp_path, max_steps=6, save_every=1, log_every=1, keep_checkpoints=10)
-    forward = trainer.model.forward
-    calls = {"n": 0}
-
-    def poisoned(*a, **k):
-        out = forward(*a, **k)
-        calls["n"] += 1
-        if calls["n"] >= 3:
-            out.loss = out.loss * float("nan")
-        return out
-
-    trainer.forward = poisoned
+    scale_loss(trainer, float("nan"), from_call=3)
     with pytest.raises(TrainingError, match="step 3"):
         trainer.train()
     assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-1", "checkpoint-2"]
@@ -247,13 +237,7 @@ def test_fp16_on_cuda_skips_inf_step(tok, features, tmp_path):
     scale = trainer.scaler.loss_scale
     batch = trainer.collate(features[:4])
     forward = trainer.forward
-
-    def overflow(*a, **k):
-        out = forward(*a, **k)
-        out.loss = out.loss * float("inf")
-        return out
-
-    trainer.forward = overflow
+    scale_loss(trainer, float("inf"))
     trainer.step([batch])
     after = _weights(trainer.model)
     assert all(torch.equal(before[k], after[k]) for k in before)
