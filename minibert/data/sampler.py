@@ -52,7 +52,7 @@ class LengthGroupedSampler(Sampler[list[int]]):
         for s in range(0, n, chunk):  # chunks are whole batches, so a batch never spans two
             idx = perm[s : s + chunk]
             perm[s : s + chunk] = idx[torch.argsort(self.lengths[idx], descending=True, stable=True)]
-        n_batches = n // bs if self.drop_last else -(-n // bs)
+        n_batches = self._n_batches()
         batch_order = torch.randperm(n_batches, generator=g)
         if n_batches:
             # The longest batch goes first, so an out-of-memory error shows at step 1, not hours in.
@@ -64,18 +64,19 @@ class LengthGroupedSampler(Sampler[list[int]]):
         self._plan = (self.epoch, order, batch_order)
         return order, batch_order
 
+    def _n_batches(self) -> int:
+        n, bs = len(self.lengths), self.batch_size
+        return n // bs if self.drop_last else -(-n // bs)
+
     def _global_batches(self) -> tuple[int, int]:
         """(global batches this epoch, examples in the pooled last one, 0 when none is pooled)."""
-        n_batches = len(self.lengths) // self.batch_size if self.drop_last \
-            else -(-len(self.lengths) // self.batch_size)
-        full, left = divmod(n_batches, self.num_replicas)
+        full, left = divmod(self._n_batches(), self.num_replicas)
         if not left or self.drop_last:
             return full, 0
         # The leftover batches are the last `left` of this epoch's order; one of them may be the short one.
-        _, batch_order = self._order()
-        short = n_batches - 1 if len(self.lengths) % self.batch_size else -1
-        pooled = sum(len(self.lengths) % self.batch_size if int(b) == short else self.batch_size
-                     for b in batch_order[full * self.num_replicas :])
+        order, batch_order = self._order()
+        bs = self.batch_size
+        pooled = sum(min(bs, len(order) - int(b) * bs) for b in batch_order[full * self.num_replicas :])
         return (full + 1, pooled) if pooled >= self.num_replicas else (full, 0)
 
     def batches(self, start: int = 0) -> Iterator[list[int]]:
