@@ -23,8 +23,8 @@ def write_model_card(args, task, source: str, data, n_tokens: int, summary: dict
     """A short README.md in --output: where the model comes from, what it was trained on, how it
     scored and how to run it; written to a temporary file and renamed into place."""
     out = Path(args.output)
-    size = sum(f.stat().st_size for f in _files(args.train))
-    train = ", ".join(f"`{p}`" for p in args.train) if isinstance(args.train, list) else f"`{args.train}`"
+    size = sum(f.stat().st_size for f in _files(train_paths(args)))
+    train = ", ".join(f"`{p}`" for p in train_paths(args))
     evaluation = f"`{args.eval}`" if args.eval else f"{args.eval_split:g} of the training file" if args.eval_split \
         else "none"
     lines = [
@@ -49,11 +49,15 @@ def write_model_card(args, task, source: str, data, n_tokens: int, summary: dict
     replace_atomically(RunFolder(out).model_card, lambda tmp: tmp.write_text("\n".join(lines), encoding="utf-8"))
 
 
-def _files(train: Path | list[Path]) -> list[Path]:
+def train_paths(args) -> list[Path]:
+    """--train as a list: one path (a file or folder), or the several a corpus task was given."""
+    return args.train if isinstance(args.train, list) else [args.train]
+
+
+def _files(paths: list[Path]) -> list[Path]:
     """The files of --train: folders stand for the .txt files in them."""
     from ..data.token_cache import corpus_files
 
-    paths = train if isinstance(train, list) else [train]
     return corpus_files(paths) if any(p.is_dir() for p in paths) else paths
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..run_folder import STATE_FILE, RunFolder, is_checkpoint
 from . import shipped
-from .card import show_metrics, write_model_card, write_train_args
+from .card import show_metrics, train_paths, write_model_card, write_train_args
 from .errors import UsageError, run_command, show_warnings
 from .flags import add_fields, either, from_flags, given_elsewhere, with_flags
 
@@ -353,19 +353,15 @@ def _train(args, task, rank: int, world: int) -> int:
     return 0
 
 
-def _train_paths(args) -> list[Path]:
-    return args.train if isinstance(args.train, list) else [args.train]
-
-
 def _train_label(args) -> str:
-    return ", ".join(map(str, _train_paths(args)))
+    return ", ".join(map(str, train_paths(args)))
 
 
 def _check_train_paths(args) -> None:
     """Each --train path exists: a file, or a folder for a task that reads corpora."""
     from ..tasks import TASKS
 
-    for path in _train_paths(args):
+    for path in train_paths(args):
         if not (path.is_file() or (path.is_dir() and TASKS[args.task].corpus_paths)):
             raise UsageError(f"{path}: training file not found" if not path.exists()
                              else f"{path}: a folder; --task {args.task} trains on one file")
@@ -378,7 +374,7 @@ def _prepare_only(args, task) -> int:
     from ..data.token_cache import TokenCache, uses_token_cache
 
     _check_train_paths(args)
-    paths = _train_paths(args)
+    paths = train_paths(args)
     if not uses_token_cache(paths):
         raise UsageError(f"--prepare-only: {', '.join(map(str, paths))} would be read into memory, not cached; "
                          "the token cache takes .txt files and folders of them")
