@@ -70,11 +70,14 @@ KEY_TABLE: dict[str, str | tuple[str, int] | None] = {
     "cls.seq_relationship.bias": None,
     "classifier.weight": "classifier.weight",
     "classifier.bias": "classifier.bias",
+    "crf.transitions": "crf.transitions",  # a tagger's CRF layer (model.CRF); transformers has none
+    "crf.start_transitions": "crf.start_transitions",
+    "crf.end_transitions": "crf.end_transitions",
 }
 
 # Parameters a model may be missing from a checkpoint because they are new for the task: they
 # keep their fresh initialisation, with a warning. Any other missing parameter is an error.
-NEW_HEAD_PREFIXES = ("head.", "classifier.", "bert.pooler.")
+NEW_HEAD_PREFIXES = ("head.", "classifier.", "bert.pooler.", "crf.")
 
 class CheckpointError(ValueError):
     """A checkpoint folder that cannot be loaded; the message names the file or key."""

@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -318,13 +319,15 @@ class TaggingMetrics:
     """Loss, and entity precision / recall / F1 with the per-type report (IOB2, BIOES) or word precision /
     recall / F1 (BMES segmentation), over whole sentences: the windows of a long sentence (meta_ keys of
     the tagging collator's batches) are put back together, each word read where its window owns it, and
-    every sentence is decoded as a whole into the best well-formed tags (data.tagging's viterbi), as the
-    TokenClassifier pipeline decodes them, so training's numbers are predict.py --eval's."""
+    every sentence is decoded as a whole into the best well-formed tags (data.tagging's viterbi, with a CRF
+    tagger's learned scores), as the TokenClassifier pipeline decodes them, so training's numbers are
+    predict.py --eval's."""
 
     def __init__(self, labels: list[str]) -> None:
         self.labels = labels
         self.scheme = scheme_of(labels)
         self.constraints = allowed_transitions(labels, self.scheme)
+        self.crf: tuple[np.ndarray, ...] | None = None  # a CRF tagger's learned scores (model.CRF)
         self.loss_sum = self.count = 0.0
         self.words: dict[int, dict[int, tuple[int, torch.Tensor]]] = {}  # sentence -> word -> (gold, log-probs)
 
@@ -333,6 +336,8 @@ class TaggingMetrics:
         self.loss_sum += float(out.loss) * k
         self.count += k
         log_probs = out.logits.float().log_softmax(-1).cpu()  # (B, T, L)
+        if out.crf is not None:
+            self.crf = tuple(t.float().cpu().numpy() for t in out.crf)
         first = batch["meta_prediction_mask"].cpu().bool()
         rows, cols = first.nonzero(as_tuple=True)
         sentences = batch["meta_sentence"].cpu()[rows].tolist()
@@ -348,7 +353,7 @@ class TaggingMetrics:
             order = sorted(words)
             gold.append([self.labels[words[w][0]] for w in order])
             lp = torch.stack([words[w][1] for w in order]).numpy()
-            pred.append([self.labels[i] for i in viterbi(lp, *self.constraints)])
+            pred.append([self.labels[i] for i in viterbi(lp, *self.constraints, scores=self.crf)])
         loss = {"eval_loss": self.loss_sum / self.count if self.count else float("nan")}
         if self.scheme == "BMES":
             as_words = lambda tags: bmes_to_words(["x"] * len(tags), tags)  # noqa: E731 (lengths are what count)

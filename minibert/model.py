@@ -42,6 +42,9 @@ class Output:
     logits: torch.Tensor
     loss: torch.Tensor | None = None
     n_targets: torch.Tensor | None = None
+    # a tagger with a CRF layer: its learned (transitions (L, L), start (L,), end (L,)) scores, detached,
+    # which decoding adds to the tokens' tag scores
+    crf: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
 
 class Linear(nn.Linear):
@@ -449,9 +452,65 @@ class BertForSequenceClassification(Pretrained, nn.Module):
         return Output(logits, loss, n)
 
 
+CRF_KEY = "crf"  # config.json: the tagger has a linear-chain CRF layer over its tag scores
+
+
+class CRF(nn.Module):
+    """A linear-chain conditional random field over a sentence's tags (Lafferty et al. 2001).
+
+    A tag sequence y_1..y_n scores start[y_1] + sum_t e_t[y_t] + sum_t transitions[y_t-1, y_t] + end[y_n],
+    e_t being the classifier's logits at the t-th labelled token. Training minimises the negative
+    log-likelihood of the gold sequence, log Z - score(gold), log Z summed over every sequence by the
+    forward algorithm. Only tokens with a label (not -100) are in the chain: [CLS], [SEP], padding and a
+    word's later pieces are stepped over, so the chain runs word to word. Decoding (data.tagging.viterbi)
+    adds these scores to the tokens' log-softmax, which shifts every path by the same amount per token:
+    the best path is the CRF's. The scores are left out of weight decay (optim.param_groups)."""
+
+    no_weight_decay = True
+
+    def __init__(self, num_labels: int):
+        super().__init__()
+        self.transitions = nn.Parameter(torch.zeros(num_labels, num_labels))  # [from, to]
+        self.start_transitions = nn.Parameter(torch.zeros(num_labels))
+        self.end_transitions = nn.Parameter(torch.zeros(num_labels))
+
+    def scores(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.transitions.detach(), self.start_transitions.detach(), self.end_transitions.detach()
+
+    def nll(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (the summed negative log-likelihood of every row's labelled tokens' gold tags, their count).
+        logits (B, T, L), labels (B, T) with -100 where a token is not in the chain."""
+        keep = labels != -100
+        counts = keep.sum(1)
+        rows = counts > 0
+        if not bool(rows.any()):
+            return logits.sum() * 0.0, counts.sum()
+        logits, labels, keep, counts = logits[rows], labels[rows], keep[rows], counts[rows]
+        n = int(counts.max())
+        # the labelled positions of each row moved to its front, in order: (N, n)
+        at = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :n]
+        em = upcast(logits).gather(1, at[..., None].expand(-1, -1, logits.size(-1)))  # (N, n, L)
+        mask = torch.arange(n, device=labels.device)[None] < counts[:, None]  # (N, n)
+        tags = labels.gather(1, at).masked_fill(~mask, 0)
+        # the gold sequence's score
+        gold = self.start_transitions[tags[:, 0]] + em[:, 0].gather(1, tags[:, :1]).squeeze(1)
+        steps = em[:, 1:].gather(2, tags[:, 1:, None]).squeeze(2) + self.transitions[tags[:, :-1], tags[:, 1:]]
+        gold = gold + (steps * mask[:, 1:]).sum(1)
+        gold = gold + self.end_transitions[tags.gather(1, (counts - 1)[:, None]).squeeze(1)]
+        # log Z: alpha[b, j] = log of the summed scores of every prefix ending in tag j
+        alpha = self.start_transitions + em[:, 0]
+        for t in range(1, n):
+            nxt = torch.logsumexp(alpha[:, :, None] + self.transitions, dim=1) + em[:, t]
+            alpha = torch.where(mask[:, t, None], nxt, alpha)
+        log_z = torch.logsumexp(alpha + self.end_transitions, dim=1)
+        return (log_z - gold).sum(), counts.sum()
+
+
 class BertForTokenClassification(Pretrained, nn.Module):
     """Every token's last hidden state -> classifier: one tag per token (entities, word boundaries).
-    No pooler, as in transformers, so the two load each other's folders key for key."""
+    No pooler, as in transformers, so the two load each other's folders key for key. With "crf": true in
+    the config, a CRF layer over the tags (CRF above) gives the loss and the decoding; transformers reads
+    such a folder as a plain tagger with the same logits (it leaves the crf.* weights unused)."""
 
     def __init__(self, cfg: BertConfig):
         super().__init__()
@@ -461,6 +520,7 @@ class BertForTokenClassification(Pretrained, nn.Module):
         self.drop = Dropout(p)
         self.classifier = Linear(cfg.hidden_size, cfg.num_labels)
         init_weights(self.classifier, cfg.initializer_range)
+        self.crf = CRF(cfg.num_labels) if cfg.extra.get(CRF_KEY) else None
 
     def forward(
         self,
@@ -471,12 +531,17 @@ class BertForTokenClassification(Pretrained, nn.Module):
     ) -> Output:
         """-> logits (B, T, num_labels); with labels (B, T), -100 where no tag counts ([CLS], [SEP],
         padding, a word's later pieces, the other window's copy of an overlap), the mean cross-entropy
-        over the tagged tokens and n_targets, their count."""
+        over the tagged tokens (with a CRF: the sentences' negative log-likelihood per tagged token) and
+        n_targets, their count."""
         h = self.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         logits = self.classifier(self.drop(h))  # (B, T, num_labels)
+        crf = self.crf.scores() if self.crf is not None else None
         if labels is None:
-            return Output(logits)
-        return Output(logits, *masked_lm_loss(logits, labels))
+            return Output(logits, crf=crf)
+        if self.crf is None:
+            return Output(logits, *masked_lm_loss(logits, labels))
+        total, n = self.crf.nll(logits, labels)
+        return Output(logits, total / n.clamp(min=1), n, crf=crf)
 
 
 def set_dropout(model: nn.Module, p: float) -> None:

@@ -166,7 +166,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     Weight decay pulls weights towards zero. That regularises weight matrices and embeddings, but
     a bias or a LayerNorm gain pulled towards zero only shifts or shrinks activations, so those
     are left undecayed (as in the original BERT). LayerNorms are found by module type, so any
-    attribute naming works; biases are parameters whose own name ends in "bias". A parameter
+    attribute naming works; biases are parameters whose own name ends in "bias"; a module that sets
+    `no_weight_decay = True` (a CRF's transition scores, biases of tag pairs) keeps all its own. A parameter
     shared by several modules (tied embeddings) is listed once; frozen parameters are left out.
     """
     if not weight_decay >= 0.0:
@@ -179,7 +180,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             if id(p) in seen or not p.requires_grad:
                 continue
             seen.add(id(p))
-            if isinstance(module, torch.nn.LayerNorm) or name.endswith("bias"):
+            if isinstance(module, torch.nn.LayerNorm) or name.endswith("bias") \
+                    or getattr(module, "no_weight_decay", False):
                 no_decay.append(p)
             else:
                 decay.append(p)

@@ -203,24 +203,56 @@ def allowed_transitions(labels: list[str], scheme: str) -> tuple[np.ndarray, np.
     return allowed, start, end
 
 
-def viterbi(log_probs: np.ndarray, allowed: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[int]:
+def viterbi(log_probs: np.ndarray, allowed: np.ndarray, start: np.ndarray, end: np.ndarray,
+            scores: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> list[int]:
     """The highest-scoring tag sequence (sum of log-probabilities) among those the constraints allow.
-    log_probs: (T, L)."""
+    log_probs: (T, L). scores: a CRF's learned (transitions (L, L), start (L,), end (L,)) scores, added to
+    the path's (model.CRF)."""
     T = log_probs.shape[0]
     if T == 0:
         return []
     blocked = np.float32(-1e9)
-    trans = np.where(allowed, 0.0, blocked).astype(np.float32)  # (L, L)
-    score = np.where(start, log_probs[0], blocked)  # (L,)
+    learned = scores or (0.0, 0.0, 0.0)
+    trans = np.where(allowed, learned[0], blocked).astype(np.float32)  # (L, L)
+    score = np.where(start, log_probs[0] + learned[1], blocked)  # (L,)
     back = np.zeros((T, log_probs.shape[1]), dtype=np.int64)
     for t in range(1, T):
         total = score[:, None] + trans  # (L from, L to)
         back[t] = total.argmax(0)
         score = total.max(0) + log_probs[t]
-    best = [int(np.where(end, score, blocked).argmax())]
+    best = [int(np.where(end, score + learned[2], blocked).argmax())]
     for t in range(T - 1, 0, -1):
         best.append(int(back[t, best[-1]]))
     return best[::-1]
+
+
+def marginals(log_probs: np.ndarray, allowed: np.ndarray, start: np.ndarray, end: np.ndarray,
+              scores: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """(T, L): the probability of each tag at each token under a CRF (model.CRF) restricted to the sequences
+    the constraints allow, summed over every such sequence by the forward-backward algorithm in log space.
+    The score a CRF tagger reports for a tag: how sure the whole-sentence model is, not one token's softmax."""
+    T, L = log_probs.shape
+    if T == 0:
+        return np.zeros((0, L), dtype=np.float32)
+    lp = log_probs.astype(np.float64)
+    trans = np.where(allowed, scores[0], -np.inf)
+    fwd = np.empty((T, L))
+    bwd = np.zeros((T, L))
+    fwd[0] = np.where(start, scores[1] + lp[0], -np.inf)
+    for t in range(1, T):
+        fwd[t] = _logsumexp(fwd[t - 1][:, None] + trans, axis=0) + lp[t]
+    bwd[-1] = np.where(end, scores[2], -np.inf)
+    for t in range(T - 2, -1, -1):
+        bwd[t] = _logsumexp(trans + (lp[t + 1] + bwd[t + 1])[None, :], axis=1)
+    log_z = _logsumexp(fwd[-1] + bwd[-1], axis=0)
+    return np.exp(fwd + bwd - log_z).astype(np.float32)
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = x.max(axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.log(np.exp(x - top).sum(axis=axis)) + np.squeeze(top, axis)
 
 
 def bmes_to_words(tokens: Sequence[str], tags: Sequence[str]) -> list[str]:

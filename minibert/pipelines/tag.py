@@ -10,8 +10,8 @@ A text is cut into tokens as the model was trained (one per character for Chines
 words otherwise), read in overlapping windows when it is longer than the model's positions (each
 token predicted by the window that owns it, data.tagging's plan_windows), and tagged with the best
 sequence of tags the scheme allows (`decode`): a constrained Viterbi over the tags' log-probabilities
-that never starts an entity with I-X or ends a word on B, so every entity and word is well formed and
-its offsets are exact.
+(plus the learned transition scores of a tagger trained with --crf) that never starts an entity with
+I-X or ends a word on B, so every entity and word is well formed and its offsets are exact.
 
 aggregation, with transformers' meanings: "none" one result per token with its own tag (`entity`);
 "simple" entities grouped from the tokens' tags; "first" / "average" / "max" a word's tag from its first
@@ -30,7 +30,7 @@ import torch
 from ..checkpoint import from_pretrained, load_config
 from ..data.padding import pad_batch
 from ..data.tag_features import tokenize_tagged
-from ..data.tagging import OUTSIDE, allowed_transitions, scheme_of, spans, split_text, viterbi
+from ..data.tagging import OUTSIDE, allowed_transitions, marginals, scheme_of, spans, split_text, viterbi
 from ..files import find_model
 from ..model import BertForTokenClassification
 from ..runtime import resolve_device, reuse_freed_memory
@@ -46,7 +46,8 @@ class Entity:
     word: str  # text[start:end], exactly as it stands in the text
     start: int  # character offsets into the text, end exclusive
     end: int
-    score: float  # the mean probability of the chosen tags over the entity's tokens
+    score: float  # the mean probability of the chosen tags over the entity's tokens (a CRF tagger: their
+    # marginal probabilities under the CRF)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class TokenClassifier:
         self.per_character = bool(cfg.extra.get(CHARACTERS_KEY, False))
         self.max_length = cfg.max_position_embeddings
         self._constraints = allowed_transitions(self.labels, self.scheme)
+        self._crf = tuple(t.float().cpu().numpy() for t in model.crf.scores()) if model.crf is not None else None
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str | torch.device = "auto") -> TokenClassifier:
@@ -130,7 +132,10 @@ class TokenClassifier:
             else:
                 rows.append(p[0])
         probs = np.stack(rows) if rows else np.zeros((0, L), dtype=np.float32)
-        path = viterbi(np.log(np.clip(probs, 1e-12, None)), *self._constraints)
+        log_probs = np.log(np.clip(probs, 1e-12, None))
+        path = viterbi(log_probs, *self._constraints, scores=self._crf)
+        if self._crf is not None:  # a CRF tagger's score: the tag's probability under the whole-sentence model
+            probs = marginals(log_probs, *self._constraints, scores=self._crf)
         return [self.labels[i] for i in path], [float(probs[t, i]) for t, i in enumerate(path)]
 
     def _tag(self, text: str, offsets: list[tuple[int, int]], word_scores: list, aggregation: str) -> Tagged:

@@ -26,7 +26,7 @@ from ..data.tagging import (
     scheme_of,
 )
 from ..metrics import TaggingMetrics, entity_metrics, segmentation_metrics
-from ..model import BertForTokenClassification
+from ..model import CRF_KEY, BertForTokenClassification
 from ..pipelines.tag import AGGREGATIONS, CHARACTERS_KEY, Tagged, TokenClassifier
 from ..tokenizer import Tokenizer
 from .base import FEW_TEXTS, Metric, PredictOptions, Predictor, Task, TaskData, TaskWords, gold_column, split
@@ -191,7 +191,7 @@ class TokenClassification(Task):
     # The rate of the shipped taggers: models/zh-small on People's Daily, 8 epochs, dev entity F1 94.4 and
     # word F1 96.7 (README, "Named entities and word segmentation").
     finetune_defaults: ClassVar[dict[str, float]] = {"lr": 5e-4}
-    exclusive: ClassVar[tuple[str, ...]] = ("tag_scheme", "label_all_tokens", "stride", "label_names")
+    exclusive: ClassVar[tuple[str, ...]] = ("tag_scheme", "label_all_tokens", "stride", "label_names", "crf")
     predict_names: ClassVar[tuple[str, ...]] = ("tag",)
     predict_options: ClassVar[type] = TagOptions
     predictor: ClassVar[type] = TagPredictor
@@ -204,6 +204,9 @@ class TokenClassification(Task):
                                 "--max-length is read in (default: a quarter of the window)")
     label_names: str | None = option(None, "the names of integer tags in JSONL (ner_tags as ids): "
                                      "comma-separated, or a .json list", metavar="NAMES")
+    crf: bool = option(False, "a linear-chain CRF layer over the tags: learned scores for each pair of neighbouring "
+                       "tags, trained on the sentence's log-likelihood and used by the Viterbi decoding (a "
+                       "starting model that has one keeps it)")
     split_sentences: int = field(default=0, init=False)  # sentences load() read as several windows
 
     def __post_init__(self) -> None:
@@ -222,9 +225,11 @@ class TokenClassification(Task):
             train, evals = split(train, eval_split, seed)
         label2id = self._tag_map(config, train)
         characters = all(len(t) == 1 for s in train for t in s.tokens)
-        config = BertConfig.from_dict({**config.to_dict(), "num_labels": len(label2id),
+        crf = self.crf or bool(config.extra.get(CRF_KEY)) and label2id == config.label2id
+        kept = {k: v for k, v in config.to_dict().items() if k != CRF_KEY}
+        config = BertConfig.from_dict({**kept, "num_labels": len(label2id),
                                        "id2label": {i: t for t, i in label2id.items()}, "label2id": label2id,
-                                       CHARACTERS_KEY: characters})
+                                       CHARACTERS_KEY: characters, **({CRF_KEY: True} if crf else {})})
         train_feats = self._features(tokenizer, train, label2id, max_length, train_file)
         eval_feats = self._features(tokenizer, evals, label2id, max_length, eval_file or train_file) if evals \
             else None
@@ -266,7 +271,8 @@ class TokenClassification(Task):
         return TaggingMetrics([config.id2label[i] for i in range(config.num_labels)])
 
     def settings_note(self) -> str:
-        return f", tags {self.tag_scheme}" + (", all pieces labelled" if self.label_all_tokens else "")
+        return f", tags {self.tag_scheme}" + (", all pieces labelled" if self.label_all_tokens else "") \
+            + (", CRF layer" if self.crf else "")
 
     def card_summary(self, config: BertConfig) -> str:
         labels = [config.id2label[i] for i in range(config.num_labels)]
