@@ -197,3 +197,26 @@ def test_training_metrics_and_the_pipeline_both_decode_with_the_learned_scores()
     # the score is the CRF's marginal (near 1: the one allowed path has all the weight), not the softmax of
     # the classifier's logits (near e^-20 for B-LOC and I-LOC)
     assert all(e.score > 0.99 for t in tagged for e in t.entities)
+
+
+def test_train_with_crf_then_predict_eval_gives_training_s_numbers(tmp_path):
+    """train.py --task tag --crf writes "crf": true and the learned scores; predict.py --eval on the same
+    file decodes as training's evaluation did (fp32 both, so the same logits): the same F1."""
+    from conftest import PREDICT, TRAIN, call
+    from test_tag_task import NER, VOCAB, write_conll
+
+    train, out = tmp_path / "train.conll", tmp_path / "ner"
+    write_conll(train, NER)
+    r = call(TRAIN, "--task", "tag", "--crf", "--config", "tiny", "--vocab", VOCAB, "--train", str(train),
+             "--eval", str(train), "--eval-every", "epoch", "--epochs", "3", "--lr", "3e-3", "--precision", "fp32",
+             "--output", str(out), "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "CRF layer" in r.stdout
+    assert json.loads((out / "config.json").read_text())[CRF_KEY] is True
+    model = BertForTokenClassification.from_pretrained(out)
+    assert model.crf is not None and model.crf.transitions.abs().max() > 0  # trained, not left at zero
+    final = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]["summary"]["eval"]
+    r = call(PREDICT, "--model", str(out), "--eval", str(train), "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert 0 < final["f1"] < 1  # (0.67 here): a score a decoding difference could move
+    assert json.loads(r.stdout)["f1"] == pytest.approx(final["f1"], abs=1e-12)
