@@ -389,7 +389,22 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return total / n.clamp(min=1), n
 
 
-class BertForSequenceClassification(Pretrained, nn.Module):
+class Classifier(Pretrained, nn.Module):
+    """The encoder, dropout and a linear layer to num_labels outputs: what the sequence and token
+    classifiers share. The dropout is config.classifier_dropout, else hidden_dropout_prob, as in
+    transformers."""
+
+    def __init__(self, cfg: BertConfig, add_pooler: bool):
+        super().__init__()
+        self.config = cfg
+        self.bert = BertModel(cfg, add_pooler=add_pooler)
+        p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
+        self.drop = Dropout(p)
+        self.classifier = Linear(cfg.hidden_size, cfg.num_labels)
+        init_weights(self.classifier, cfg.initializer_range)
+
+
+class BertForSequenceClassification(Classifier):
     """[CLS] pooled -> classifier. The loss follows config.problem_type, as transformers' does:
     regression MSE, single-label cross-entropy, multi-label BCE with logits.
 
@@ -400,13 +415,7 @@ class BertForSequenceClassification(Pretrained, nn.Module):
     class_weights: torch.Tensor | None
 
     def __init__(self, cfg: BertConfig):
-        super().__init__()
-        self.config = cfg
-        self.bert = BertModel(cfg, add_pooler=True)
-        p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
-        self.drop = Dropout(p)
-        self.classifier = Linear(cfg.hidden_size, cfg.num_labels)
-        init_weights(self.classifier, cfg.initializer_range)
+        super().__init__(cfg, add_pooler=True)
         self.register_buffer("class_weights", None, persistent=False)
 
     def set_class_weights(self, weights: torch.Tensor | None) -> None:
@@ -506,20 +515,14 @@ class CRF(nn.Module):
         return (log_z - gold).sum(), counts.sum()
 
 
-class BertForTokenClassification(Pretrained, nn.Module):
+class BertForTokenClassification(Classifier):
     """Every token's last hidden state -> classifier: one tag per token (entities, word boundaries).
     No pooler, as in transformers, so the two load each other's folders key for key. With "crf": true in
     the config, a CRF layer over the tags (CRF above) gives the loss and the decoding; transformers reads
     such a folder as a plain tagger with the same logits (it leaves the crf.* weights unused)."""
 
     def __init__(self, cfg: BertConfig):
-        super().__init__()
-        self.config = cfg
-        self.bert = BertModel(cfg, add_pooler=False)
-        p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
-        self.drop = Dropout(p)
-        self.classifier = Linear(cfg.hidden_size, cfg.num_labels)
-        init_weights(self.classifier, cfg.initializer_range)
+        super().__init__(cfg, add_pooler=False)
         self.crf = CRF(cfg.num_labels) if cfg.extra.get(CRF_KEY) else None
 
     def forward(
