@@ -213,6 +213,7 @@ def test_train_with_crf_then_predict_eval_gives_training_s_numbers(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "CRF layer" in r.stdout
     assert json.loads((out / "config.json").read_text())[CRF_KEY] is True
+    assert "with a CRF layer" in (out / "README.md").read_text()  # the model card says so
     model = BertForTokenClassification.from_pretrained(out)
     assert model.crf is not None and model.crf.transitions.abs().max() > 0  # trained, not left at zero
     final = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]["summary"]["eval"]

@@ -276,10 +276,11 @@ class TokenClassification(Task):
 
     def card_summary(self, config: BertConfig) -> str:
         labels = [config.id2label[i] for i in range(config.num_labels)]
+        crf = ", with a CRF layer" if config.extra.get(CRF_KEY) else ""
         if scheme_of(labels) == "BMES":
-            return "word segmentation (B/M/E/S tags)"
+            return f"word segmentation (B/M/E/S tags){crf}"
         types = sorted({t[2:] for t in labels if t != "O"})
-        return f"{scheme_of(labels)} tags for {len(types)} entity types: {', '.join(types)}"
+        return f"{scheme_of(labels)} tags for {len(types)} entity types: {', '.join(types)}{crf}"
 
     @classmethod
     def pipeline(cls, folder: Path, device: str = "auto") -> TokenClassifier:
