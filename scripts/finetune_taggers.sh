@@ -5,6 +5,7 @@
 #
 #   bash scripts/finetune_taggers.sh                 # or: make taggers
 #   EPOCHS=1 OUT=/tmp/tag bash scripts/finetune_taggers.sh   # a short trial
+#   CRF=0 bash scripts/finetune_taggers.sh          # softmax taggers, without the CRF layer
 #
 # The two runs go side by side with one thread each: on a 2-core machine a run that uses both cores
 # slows several-fold whenever anything else runs, one thread per run does not (BENCHMARKS.md,
@@ -18,6 +19,7 @@ OUT=${OUT:-runs}                     # the run folders go here: $OUT/ner, $OUT/c
 EPOCHS=${EPOCHS:-14}             # dev F1 still rose at 8 (BENCHMARKS.md, "Tagging")
 LR=${LR:-5e-4}
 THREADS=${THREADS:-1}                # torch threads per run
+CRF=${CRF:-1}                        # 1: a CRF layer over the tags (--crf; dev F1 higher, BENCHMARKS.md); 0: softmax
 EXTRA=${EXTRA:-}                     # more train.py flags for both runs, e.g. "--device cuda"
 
 # shellcheck source=run_lib.sh
@@ -33,7 +35,7 @@ tag() {  # tag NAME [train.py flags]: one fine-tune into $OUT/NAME, unless it fi
   OMP_NUM_THREADS=$THREADS "$PY" train.py --task tag --model models/zh-small \
     --train "data/zh/${name}_train.jsonl" --eval "data/zh/${name}_dev.jsonl" --eval-every epoch \
     --epochs "$EPOCHS" --lr "$LR" --save-every 500 --output "$dir" --no-progress \
-    $(resume_flag "$dir") "$@" $EXTRA > "$dir.log" 2>&1
+    $(resume_flag "$dir") $([ "$CRF" = 1 ] && echo --crf) "$@" $EXTRA > "$dir.log" 2>&1
 }
 
 mkdir -p "$OUT"

@@ -188,8 +188,8 @@ class TokenClassification(Task):
         Metric("recall", higher_is_better=True), Metric("accuracy", higher_is_better=True),
         Metric("eval_loss", higher_is_better=False))
     best_metric: ClassVar[str] = "f1"
-    # The rate of the shipped taggers: models/zh-small on People's Daily, 8 epochs, dev entity F1 94.4 and
-    # word F1 96.7 (README, "Named entities and word segmentation").
+    # The rate of the shipped taggers (models/zh-small on People's Daily; README, "Named entities and word
+    # segmentation").
     finetune_defaults: ClassVar[dict[str, float]] = {"lr": 5e-4}
     exclusive: ClassVar[tuple[str, ...]] = ("tag_scheme", "label_all_tokens", "stride", "label_names", "crf")
     predict_names: ClassVar[tuple[str, ...]] = ("tag",)
