@@ -471,7 +471,9 @@ class CRF(nn.Module):
     e_t being the classifier's logits at the t-th labelled token. Training minimises the negative
     log-likelihood of the gold sequence, log Z - score(gold), log Z summed over every sequence by the
     forward algorithm. Only tokens with a label (not -100) are in the chain: [CLS], [SEP], padding and a
-    word's later pieces are stepped over, so the chain runs word to word. Decoding (data.tagging.viterbi)
+    word's later pieces are stepped over, so the chain runs word to word; a sentence read in overlapping
+    windows trains as one chain per window (each over the words that window owns), start and end scores
+    included, while decoding reads the sentence whole. Decoding (data.tagging.viterbi)
     adds these scores to the tokens' log-softmax, which shifts every path by the same amount per token:
     the best path is the CRF's. The scores are left out of weight decay (optim.param_groups)."""
 
@@ -492,8 +494,8 @@ class CRF(nn.Module):
         keep = labels != -100
         counts = keep.sum(1)
         rows = counts > 0
-        if not bool(rows.any()):
-            return logits.sum() * 0.0, counts.sum()
+        if not bool(rows.any()):  # zero, still attached to every parameter (DDP expects each one's gradient)
+            return (logits.sum() + sum(p.sum() for p in self.parameters())) * 0.0, counts.sum()
         logits, labels, keep, counts = logits[rows], labels[rows], keep[rows], counts[rows]
         n = int(counts.max())
         # the labelled positions of each row moved to its front, in order: (N, n)

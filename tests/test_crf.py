@@ -221,3 +221,13 @@ def test_train_with_crf_then_predict_eval_gives_training_s_numbers(tmp_path):
     assert r.returncode == 0, r.stderr
     assert 0 < final["f1"] < 1  # (0.67 here): a score a decoding difference could move
     assert json.loads(r.stdout)["f1"] == pytest.approx(final["f1"], abs=1e-12)
+
+
+def test_a_batch_without_labels_gives_zero_loss_with_a_gradient_for_every_parameter():
+    """0, not NaN, and every CRF score gets a (zero) gradient, as data-parallel training needs from every rank."""
+    model = BertForTokenClassification(BertConfig(**TINY, id2label=dict(enumerate(TAGS)), extra={CRF_KEY: True}))
+    ids, mask = ids_batch()
+    out = model(ids, mask, labels=torch.full_like(ids, -100))
+    out.loss.backward()
+    assert float(out.loss.detach()) == 0.0 and int(out.n_targets) == 0
+    assert all(p.grad is not None and not p.grad.any() for p in model.crf.parameters())
