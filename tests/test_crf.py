@@ -219,6 +219,11 @@ def test_train_with_crf_then_predict_eval_gives_training_s_numbers(tmp_path):
     final = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]["summary"]["eval"]
     r = call(PREDICT, "--model", str(out), "--eval", str(train), "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    # fine-tuning that tagger further, without --crf: it keeps its CRF, and the start-up line says so
+    r2 = call(TRAIN, "--task", "tag", "--model", str(out), "--train", str(train), "--epochs", "1",
+              "--precision", "fp32", "--output", str(tmp_path / "more"), "--no-progress", cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr
+    assert "CRF layer" in r2.stdout and json.loads((tmp_path / "more" / "config.json").read_text())[CRF_KEY] is True
     assert 0 < final["f1"] < 1  # (0.67 here): a score a decoding difference could move
     assert json.loads(r.stdout)["f1"] == pytest.approx(final["f1"], abs=1e-12)
 

@@ -225,11 +225,12 @@ class TokenClassification(Task):
             train, evals = split(train, eval_split, seed)
         label2id = self._tag_map(config, train)
         characters = all(len(t) == 1 for s in train for t in s.tokens)
-        crf = self.crf or bool(config.extra.get(CRF_KEY)) and label2id == config.label2id
+        # a starting CRF tagger that keeps its tags keeps its CRF; self.crf then says what the model has
+        self.crf = self.crf or bool(config.extra.get(CRF_KEY)) and label2id == config.label2id
         kept = {k: v for k, v in config.to_dict().items() if k != CRF_KEY}
         config = BertConfig.from_dict({**kept, "num_labels": len(label2id),
                                        "id2label": {i: t for t, i in label2id.items()}, "label2id": label2id,
-                                       CHARACTERS_KEY: characters, **({CRF_KEY: True} if crf else {})})
+                                       CHARACTERS_KEY: characters, **({CRF_KEY: True} if self.crf else {})})
         train_feats = self._features(tokenizer, train, label2id, max_length, train_file)
         eval_feats = self._features(tokenizer, evals, label2id, max_length, eval_file or train_file) if evals \
             else None
